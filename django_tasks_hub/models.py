@@ -1,0 +1,310 @@
+"""Task and TaskRun: what a person restarts or cancels, and the history of its attempts."""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.db import connections, models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from django_tasks_hub.states import (
+    ACTIVE_STATUSES,
+    RUN_OPEN_STATUSES,
+    TERMINAL_STATUSES,
+    RunTrigger,
+    TaskStatus,
+)
+
+if TYPE_CHECKING:
+    from django.db.models.manager import RelatedManager
+
+
+class TaskQuerySet(models.QuerySet):
+    """Query logic for tasks: chainable and shared by the API, the admin and the commands."""
+
+    def active(self) -> TaskQuerySet:
+        """Tasks that are queued, running or waiting for a retry."""
+        return self.filter(status__in=ACTIVE_STATUSES)
+
+    def terminal(self) -> TaskQuerySet:
+        """Tasks that have ended, whatever the outcome."""
+        return self.filter(status__in=TERMINAL_STATUSES)
+
+    def restartable(self) -> TaskQuerySet:
+        """Tasks a restart accepts: every task that is not active."""
+        return self.terminal()
+
+    def cancelable(self) -> TaskQuerySet:
+        """Tasks a cancel accepts: every active task."""
+        return self.active()
+
+    def failed(self) -> TaskQuerySet:
+        """Tasks whose latest run failed or was lost."""
+        return self.filter(status__in=(TaskStatus.FAILED, TaskStatus.LOST))
+
+    def by_name(self, name: str) -> TaskQuerySet:
+        """Tasks of one Celery task name."""
+        return self.filter(name=name)
+
+    def with_status(self, *statuses: str) -> TaskQuerySet:
+        """Tasks in any of ``statuses``."""
+        return self.filter(status__in=statuses)
+
+    def tagged(self, tag: str) -> TaskQuerySet:
+        """Tasks whose Celery task carries ``tag``."""
+        if connections[self.db].vendor == "postgresql":
+            # jsonb containment, which a GIN index can serve.
+            return self.filter(tags__contains=[tag])
+        # SQLite and others have no JSON containment; match the quoted element in the text.
+        return self.filter(tags__icontains=f'"{tag}"')
+
+    def stale(self, older_than: datetime.timedelta) -> TaskQuerySet:
+        """Active tasks not updated for ``older_than``: candidates for reconcile."""
+        return self.active().filter(updated_at__lt=timezone.now() - older_than)
+
+    def finished_before(self, moment: datetime.datetime) -> TaskQuerySet:
+        """Terminal tasks that ended before ``moment``: candidates for pruning."""
+        return self.terminal().filter(finished_at__lt=moment)
+
+
+class TaskRunQuerySet(models.QuerySet):
+    """Query logic for runs."""
+
+    def open(self) -> TaskRunQuerySet:
+        """Runs whose attempt has not ended yet (pending or processing)."""
+        return self.filter(status__in=RUN_OPEN_STATUSES)
+
+    def for_broker_id(self, broker_id: str, retries: int | None = None) -> TaskRunQuerySet:
+        """Runs of one Celery message; ``retries`` narrows to one attempt."""
+        qs = self.filter(broker_id=broker_id)
+        return qs if retries is None else qs.filter(retries=retries)
+
+    def newest_first(self) -> TaskRunQuerySet:
+        """Runs ordered by id, newest first: the order the cursor pages in."""
+        return self.order_by("-id")
+
+    def by_name(self, name: str) -> TaskRunQuerySet:
+        """Runs of one Celery task name."""
+        return self.filter(name=name)
+
+    def canceled_unstarted(self) -> TaskRunQuerySet:
+        """Cancelled runs that never started: a worker must refuse their messages."""
+        return self.filter(status=TaskStatus.CANCELED, started_at__isnull=True)
+
+    def running_on(self, workers: list[str]) -> TaskRunQuerySet:
+        """Open runs whose worker is one of ``workers``."""
+        return self.open().filter(worker__in=workers)
+
+
+class AbstractTask(models.Model):
+    """Everything a task row holds; subclass it to keep tasks of your own with extra fields."""
+
+    id = models.UUIDField(_("id"), primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(_("task name"), max_length=255, help_text=_("Celery task name."))
+    args = models.JSONField(_("positional arguments"), default=list, blank=True)
+    kwargs = models.JSONField(_("keyword arguments"), default=dict, blank=True)
+    options = models.JSONField(
+        _("options"),
+        default=dict,
+        blank=True,
+        help_text=_("Publish options kept for a restart: queue, routing key, priority..."),
+    )
+    status = models.CharField(
+        _("status"), max_length=16, choices=TaskStatus.choices, default=TaskStatus.PENDING
+    )
+    broker_id = models.CharField(
+        _("broker id"),
+        max_length=255,
+        unique=True,
+        help_text=_("Celery task id of the current run."),
+    )
+    retries = models.PositiveIntegerField(
+        _("retries"), default=0, help_text=_("Celery retry count of the current attempt.")
+    )
+    parent = models.ForeignKey(
+        "self",
+        verbose_name=_("parent"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="children",
+        db_constraint=False,
+        help_text=_("The task whose run published this one (chains, groups, subtasks)."),
+    )
+    tags = models.JSONField(_("tags"), default=list, blank=True)
+    result = models.JSONField(_("result"), null=True, blank=True)
+    error = models.TextField(_("error"), blank=True, default="")
+    traceback = models.TextField(_("traceback"), blank=True, default="")
+    progress = models.JSONField(
+        _("progress"), null=True, blank=True, help_text=_("current, total and message.")
+    )
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    updated_at = models.DateTimeField(_("updated at"), default=timezone.now)
+    started_at = models.DateTimeField(_("started at"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("created by"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    worker = models.CharField(_("worker"), max_length=255, blank=True, default="")
+
+    objects = TaskQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+        ordering = ("-created_at",)
+        permissions = [
+            ("restart_task", _("Can restart a task")),
+            ("cancel_task", _("Can cancel a task")),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} [{self.status}] {self.pk}"
+
+    @property
+    def is_active(self) -> bool:
+        """Whether the task is queued, running or waiting for a retry."""
+        return self.status in ACTIVE_STATUSES
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the task has ended."""
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def runtime(self) -> float | None:
+        """Seconds between the start and the end of the latest attempt, if both are known."""
+        if self.started_at and self.finished_at:
+            return max((self.finished_at - self.started_at).total_seconds(), 0.0)
+        return None
+
+
+class Task(AbstractTask):
+    """A Celery task as a person sees it: restart or cancel it here."""
+
+    class Meta(AbstractTask.Meta):
+        verbose_name = _("task")
+        verbose_name_plural = _("tasks")
+        indexes = [
+            models.Index(fields=["-created_at"], name="th_task_created_idx"),
+            models.Index(fields=["status", "-created_at"], name="th_task_status_created_idx"),
+            models.Index(fields=["name", "-created_at"], name="th_task_name_created_idx"),
+            models.Index(
+                fields=["updated_at"],
+                name="th_task_active_idx",
+                condition=Q(status__in=sorted(ACTIVE_STATUSES)),
+            ),
+        ]
+
+    if TYPE_CHECKING:
+        runs: RelatedManager[TaskRun]
+
+
+class TaskRun(models.Model):
+    """One attempt of a task: the initial run, each retry, each restart."""
+
+    id = models.BigAutoField(primary_key=True)
+    task = models.ForeignKey(
+        Task, verbose_name=_("task"), on_delete=models.CASCADE, related_name="runs"
+    )
+    name = models.CharField(
+        _("task name"), max_length=255, help_text=_("Copied from the task for filtering.")
+    )
+    attempt = models.PositiveIntegerField(
+        _("attempt"), default=1, help_text=_("1 for the first run of the task, then 2, 3...")
+    )
+    broker_id = models.CharField(_("broker id"), max_length=255)
+    retries = models.PositiveIntegerField(_("retries"), default=0)
+    delivery = models.PositiveSmallIntegerField(
+        _("delivery"),
+        default=0,
+        help_text=_("0, or how many times the broker delivered this attempt again."),
+    )
+    trigger = models.CharField(
+        _("trigger"), max_length=16, choices=RunTrigger.choices, default=RunTrigger.INITIAL
+    )
+    triggered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("triggered by"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    status = models.CharField(
+        _("status"), max_length=16, choices=TaskStatus.choices, default=TaskStatus.PENDING
+    )
+    queued_at = models.DateTimeField(_("queued at"), null=True, blank=True)
+    started_at = models.DateTimeField(_("started at"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    runtime = models.FloatField(_("runtime (seconds)"), null=True, blank=True)
+    worker = models.CharField(_("worker"), max_length=255, blank=True, default="")
+    result = models.JSONField(_("result"), null=True, blank=True)
+    error = models.TextField(_("error"), blank=True, default="")
+    traceback = models.TextField(_("traceback"), blank=True, default="")
+    canceled_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("canceled by"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+
+    objects = TaskRunQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("task run")
+        verbose_name_plural = _("task runs")
+        ordering = ("-id",)
+        constraints = [
+            models.UniqueConstraint(
+                fields=["broker_id", "retries", "delivery"], name="th_run_attempt_uniq"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["task", "-id"], name="th_run_task_idx"),
+            models.Index(fields=["status", "-id"], name="th_run_status_idx"),
+            models.Index(fields=["name", "-id"], name="th_run_name_idx"),
+            models.Index(fields=["queued_at"], name="th_run_queued_idx"),
+            models.Index(
+                fields=["worker"],
+                name="th_run_open_worker_idx",
+                condition=Q(status__in=sorted(RUN_OPEN_STATUSES)),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} #{self.attempt} [{self.status}]"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The run as plain data, the shape of the seed's ``TaskRunHistory``."""
+        return {
+            "id": self.pk,
+            "task_id": str(self.task_id),
+            "task": self.name,
+            "attempt": self.attempt,
+            "broker_id": self.broker_id,
+            "retries": self.retries,
+            "trigger": self.trigger,
+            "triggered_by": self.triggered_by_id,
+            "state": self.status,
+            "queued_at": self.queued_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "runtime": self.runtime,
+            "worker": self.worker,
+            "result": self.result,
+            "error": self.error,
+            "canceled_by": self.canceled_by_id,
+        }

@@ -1,0 +1,344 @@
+"""Celery signal receivers: each turns one signal into one TaskEvent for the plugins."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from typing import Any
+
+from billiard.exceptions import WorkerLostError
+from celery import signals
+from django.utils import timezone
+
+from django_tasks_hub.background import background
+from django_tasks_hub.conf import hub_settings
+from django_tasks_hub.plugins.base import TaskEvent, registry
+
+logger = logging.getLogger(__name__)
+
+#: Header carrying the id of the user who submitted a task (see ``services.submit``).
+USER_HEADER = "tasks_hub_user"
+
+# Start times by (broker id, retries), to give each run its runtime. Bounded: entries of
+# attempts that never report an end (a killed child) must not pile up.
+_started: OrderedDict[tuple[str, int], float] = OrderedDict()
+_STARTED_MAX = 10_000
+
+
+def _app() -> Any:
+    from django_tasks_hub.services import get_celery_app
+
+    return get_celery_app()
+
+
+def _skipped(task: Any) -> bool:
+    tags = getattr(task, "tags", None) or ()
+    return hub_settings.SKIP_DB_TAG in tags
+
+
+def _tags(task: Any) -> tuple[str, ...]:
+    return tuple(str(tag) for tag in (getattr(task, "tags", None) or ()))
+
+
+def _emit(event: TaskEvent) -> None:
+    registry.emit(event)
+
+
+def _emit_later(event: TaskEvent) -> None:
+    # Signals handled in the worker's main process: writing there would hold up the loop
+    # that receives messages and heartbeats, so the plugins run on the background thread.
+    background.submit(lambda: registry.emit(event))
+
+
+def _header(request: Any, name: str) -> Any:
+    value = getattr(request, name, None)
+    if value is None:
+        headers = getattr(request, "headers", None) or {}
+        value = headers.get(name)
+    return value
+
+
+def _runtime(broker_id: str, retries: int | None) -> float | None:
+    started = _started.pop((broker_id, retries or 0), None)
+    return None if started is None else time.monotonic() - started
+
+
+def on_before_task_publish(
+    sender: str | None = None,
+    body: Any = None,
+    exchange: str | None = None,
+    routing_key: str | None = None,
+    headers: dict[str, Any] | None = None,
+    properties: dict[str, Any] | None = None,
+    **_: Any,
+) -> None:
+    """Publish (in the publishing process): the task and its run appear as pending."""
+    headers = headers or {}
+    broker_id = headers.get("id")
+    name = headers.get("task") or sender
+    if not broker_id or not name:
+        return  # Protocol 1 messages carry no headers; the worker's events record them.
+    task = _app().tasks.get(name)
+    if task is not None and _skipped(task):
+        return
+    args, kwargs = (
+        (body[0], body[1]) if isinstance(body, list | tuple) and len(body) >= 2 else ((), {})
+    )
+    options = {
+        "exchange": exchange or "",
+        "routing_key": routing_key or "",
+        "priority": (properties or {}).get("priority"),
+        "eta": headers.get("eta"),
+        "expires": headers.get("expires"),
+    }
+    _emit(
+        TaskEvent(
+            kind="queued",
+            broker_id=str(broker_id),
+            name=str(name),
+            timestamp=timezone.now(),
+            retries=int(headers.get("retries") or 0),
+            args=args,
+            kwargs=kwargs,
+            options={k: v for k, v in options.items() if v not in (None, "")},
+            parent_id=headers.get("parent_id"),
+            root_id=headers.get("root_id"),
+            tags=_tags(task),
+            user_id=headers.get(USER_HEADER),
+        )
+    )
+
+
+def on_task_prerun(
+    sender: Any = None, task_id: str | None = None, args: Any = None, kwargs: Any = None, **_: Any
+) -> None:
+    """Start (in the process running the task)."""
+    if sender is None or task_id is None or _skipped(sender):
+        return
+    request = sender.request
+    retries = int(request.retries or 0)
+    _started[(task_id, retries)] = time.monotonic()
+    while len(_started) > _STARTED_MAX:
+        _started.popitem(last=False)
+    delivery_info = request.delivery_info or {}
+    _emit(
+        TaskEvent(
+            kind="started",
+            broker_id=task_id,
+            name=sender.name,
+            timestamp=timezone.now(),
+            retries=retries,
+            args=args,
+            kwargs=kwargs,
+            parent_id=request.parent_id,
+            root_id=request.root_id,
+            tags=_tags(sender),
+            worker=request.hostname or "",
+            eager=bool(request.is_eager),
+            user_id=_header(request, USER_HEADER),
+            redelivered=bool(delivery_info.get("redelivered")),
+        )
+    )
+
+
+def on_task_success(sender: Any = None, result: Any = None, **_: Any) -> None:
+    """Success (in the process running the task)."""
+    if sender is None or _skipped(sender):
+        return
+    request = sender.request
+    retries = int(request.retries or 0)
+    _emit(
+        TaskEvent(
+            kind="succeeded",
+            broker_id=request.id,
+            name=sender.name,
+            timestamp=timezone.now(),
+            retries=retries,
+            result=result,
+            runtime=_runtime(request.id, retries),
+            worker=request.hostname or "",
+        )
+    )
+
+
+def on_task_retry(
+    sender: Any = None, request: Any = None, reason: Any = None, einfo: Any = None, **_: Any
+) -> None:
+    """Retry asked (in the process running the task; the next attempt is already published)."""
+    if sender is None or request is None or _skipped(sender):
+        return
+    retries = int(request.retries or 0)
+    _emit(
+        TaskEvent(
+            kind="retried",
+            broker_id=request.id,
+            name=sender.name,
+            timestamp=timezone.now(),
+            retries=retries,
+            error=_describe(getattr(reason, "exc", None) or reason),
+            traceback=str(getattr(einfo, "traceback", "") or ""),
+            runtime=_runtime(request.id, retries),
+            worker=getattr(request, "hostname", "") or "",
+        )
+    )
+
+
+def on_task_failure(
+    sender: Any = None,
+    task_id: str | None = None,
+    exception: BaseException | None = None,
+    einfo: Any = None,
+    **_: Any,
+) -> None:
+    """Failure: in the task's process, or in the main process when the pool child died."""
+    if sender is None or task_id is None or _skipped(sender):
+        return
+    request = sender.request
+    lost = isinstance(exception, WorkerLostError)
+    retries = getattr(request, "retries", None) if request.id == task_id else None
+    event = TaskEvent(
+        kind="lost" if lost else "failed",
+        broker_id=task_id,
+        name=sender.name,
+        timestamp=timezone.now(),
+        retries=None if retries is None else int(retries),
+        error=_describe(exception),
+        traceback=str(getattr(einfo, "traceback", "") or ""),
+        runtime=None if lost else _runtime(task_id, retries),
+        worker=getattr(request, "hostname", "") or "",
+    )
+    (_emit_later if lost else _emit)(event)
+
+
+def on_task_revoked(
+    sender: Any = None,
+    request: Any = None,
+    terminated: bool = False,
+    signum: Any = None,
+    expired: bool = False,
+    **_: Any,
+) -> None:
+    """Revoked (in the worker's main process)."""
+    if sender is None or request is None or _skipped(sender):
+        return
+    if expired:
+        reason = "The task expired before a worker could run it."
+    elif terminated:
+        reason = f"Revoked and terminated (signal {signum})."
+    else:
+        reason = "Revoked before it ran."
+    _emit_later(
+        TaskEvent(
+            kind="canceled",
+            broker_id=request.id,
+            name=sender.name,
+            timestamp=timezone.now(),
+            retries=None,
+            error=reason,
+            worker=getattr(request, "hostname", "") or "",
+        )
+    )
+
+
+def _message_event(
+    message: Any, reason: str, name: str | None = None, task_id: str | None = None
+) -> TaskEvent | None:
+    headers = getattr(message, "headers", None) or {}
+    broker_id = task_id or headers.get("id")
+    name = name or headers.get("task")
+    if not broker_id or not name:
+        return None
+    return TaskEvent(
+        kind="refused",
+        broker_id=str(broker_id),
+        name=str(name),
+        timestamp=timezone.now(),
+        retries=int(headers.get("retries") or 0),
+        error=reason,
+        parent_id=headers.get("parent_id"),
+    )
+
+
+def on_task_rejected(sender: Any = None, message: Any = None, exc: Any = None, **_: Any) -> None:
+    """The worker rejected a message it could not decode or accept (main process)."""
+    event = _message_event(
+        message, f"Rejected by the worker: {_describe(exc) or 'invalid message'}"
+    )
+    if event is not None:
+        _emit_later(event)
+
+
+def on_task_unknown(
+    sender: Any = None,
+    message: Any = None,
+    exc: Any = None,
+    name: str | None = None,
+    id: str | None = None,
+    **_: Any,
+) -> None:
+    """The worker does not know the task name (main process)."""
+    event = _message_event(message, f"Task {name!r} is not registered on the worker.", name, id)
+    if event is not None:
+        _emit_later(event)
+
+
+def on_worker_init(sender: Any = None, **_: Any) -> None:
+    """Load cancelled runs that never started into Celery's revoked set (rule 4 of the design).
+
+    A worker started after a cancel never got the broadcast revoke; without this it would run
+    the cancelled task when it finds the message in the queue.
+    """
+    try:
+        from celery.worker import state
+
+        from django_tasks_hub.models import TaskRun
+
+        ids = TaskRun.objects.canceled_unstarted().values_list("broker_id", flat=True)
+        count = 0
+        for broker_id in ids.iterator():
+            state.revoked.add(broker_id)
+            count += 1
+        if count:
+            logger.info("tasks-hub loaded %d cancelled task ids into the revoked set", count)
+    except Exception:
+        logger.exception("tasks-hub could not load cancelled task ids at worker start")
+
+
+def on_worker_shutdown(sender: Any = None, **_: Any) -> None:
+    """Give pending background writes a moment before the process exits."""
+    background.flush(timeout=5.0)
+
+
+def _describe(exc: Any) -> str:
+    if exc is None:
+        return ""
+    if isinstance(exc, BaseException):
+        return f"{type(exc).__name__}: {exc}"
+    return str(exc)
+
+
+_RECEIVERS = [
+    (signals.before_task_publish, on_before_task_publish),
+    (signals.task_prerun, on_task_prerun),
+    (signals.task_success, on_task_success),
+    (signals.task_retry, on_task_retry),
+    (signals.task_failure, on_task_failure),
+    (signals.task_revoked, on_task_revoked),
+    (signals.task_rejected, on_task_rejected),
+    (signals.task_unknown, on_task_unknown),
+    (signals.worker_init, on_worker_init),
+    (signals.worker_shutdown, on_worker_shutdown),
+]
+
+
+def connect() -> None:
+    """Connect every receiver; safe to call more than once."""
+    for signal, receiver in _RECEIVERS:
+        signal.connect(receiver, weak=False, dispatch_uid=f"tasks_hub.{receiver.__name__}")
+
+
+def disconnect() -> None:
+    """Disconnect every receiver (tests, or a project that records differently)."""
+    for signal, receiver in _RECEIVERS:
+        signal.disconnect(receiver, dispatch_uid=f"tasks_hub.{receiver.__name__}")

@@ -1,0 +1,193 @@
+"""Shared fixtures: a real Celery worker against the real broker and database of the run."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+from django.conf import settings
+from django.db import connection
+
+from django_tasks_hub.background import background
+from testproject.celery import app as celery_app
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def pytest_report_header(config: Any) -> list[str]:
+    db = settings.DATABASES["default"]
+    return [
+        f"tasks-hub: database {db['ENGINE'].rsplit('.', 1)[-1]}, broker {settings.CELERY_BROKER_URL}",
+    ]
+
+
+def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
+    # PostgreSQL-only tests (row locks under real concurrency) skip on SQLite runs; the CI run
+    # on PostgreSQL runs them, and a CI run whose PostgreSQL is missing fails in ./dev test.
+    if connection.vendor != "postgresql":
+        skip = pytest.mark.skip(reason="needs PostgreSQL: run with DATABASE_URL=postgres://...")
+        for item in items:
+            if "postgres" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def celery_session_app() -> Any:
+    celery_app.conf.task_always_eager = False
+    return celery_app
+
+
+@pytest.fixture(scope="session")
+def session_worker(
+    celery_session_app: Any, django_db_setup: Any, django_db_blocker: Any
+) -> Iterator[Any]:
+    """One in-process worker for the whole run (threads pool, real broker, real database)."""
+    with django_db_blocker.unblock(), start_worker(
+        celery_session_app,
+        pool="threads",
+        concurrency=4,
+        perform_ping_check=False,
+        shutdown_timeout=30,
+        loglevel="WARNING",
+    ) as worker:
+        yield worker
+
+
+@pytest.fixture
+def worker(session_worker: Any, transactional_db: Any) -> Iterator[Any]:
+    """A running worker, with the database committed so the worker sees the test's rows."""
+    yield session_worker
+    # Writes still queued on the background thread must land before the tables are flushed.
+    background.flush(timeout=10)
+
+
+def wait_for(
+    predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = ""
+) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail the test on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+def task_row(broker_id: str) -> Any:
+    from django_tasks_hub.models import Task, TaskRun
+
+    task = Task.objects.filter(broker_id=broker_id).first()
+    if task is None:
+        run = TaskRun.objects.filter(broker_id=broker_id).select_related("task").first()
+        task = run.task if run else None
+    return task
+
+
+def wait_status(broker_id: str, *statuses: str, timeout: float = 20.0) -> Any:
+    """Wait until the task of ``broker_id`` is in one of ``statuses``; return it."""
+
+    def check() -> Any:
+        task = task_row(broker_id)
+        return task if task is not None and task.status in statuses else None
+
+    return wait_for(check, timeout, what=f"task {broker_id} to be {statuses}")
+
+
+class SubprocessWorker:
+    """A ``celery worker`` in its own process, against the test database and broker."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.args = args
+        self.extra_env = env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = ROOT / "var" / f"worker-{os.getpid()}-{time.monotonic_ns()}.log"
+
+    def env(self) -> dict[str, str]:
+        db = connection.settings_dict
+        env = dict(os.environ)
+        if connection.vendor == "postgresql":
+            env["DATABASE_URL"] = (
+                f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or '127.0.0.1'}:"
+                f"{db['PORT'] or 5432}/{db['NAME']}"
+            )
+        else:
+            env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
+        env["TASKS_HUB_BROKER_DIR"] = str(settings.BROKER_DIR)
+        env["CELERY_BROKER_URL"] = settings.CELERY_BROKER_URL
+        env.update(self.extra_env)
+        return env
+
+    def start(self, ready_timeout: float = 60.0) -> SubprocessWorker:
+        self.log.parent.mkdir(exist_ok=True)
+        out = self.log.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "testproject", "worker", "-l", "INFO",
+             "--without-heartbeat", "--without-gossip", "--without-mingle", *self.args],
+            cwd=ROOT,
+            env=self.env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        wait_for(
+            lambda: b"ready." in self.log.read_bytes() or self._died(),
+            ready_timeout,
+            0.2,
+            "worker start",
+        )
+        if self._died():
+            pytest.fail(f"worker exited at start:\n{self.log.read_text()[-4000:]}")
+        return self
+
+    def _died(self) -> bool:
+        return self.proc is not None and self.proc.poll() is not None
+
+    def stop(self, sig: int | None = None) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        if sig is not None:
+            self.proc.send_signal(sig)
+        else:
+            self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def subprocess_worker(transactional_db: Any) -> Iterator[Callable[..., SubprocessWorker]]:
+    """Start ``celery worker`` processes with the given arguments; all stopped at the end."""
+    started: list[SubprocessWorker] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> SubprocessWorker:
+        w = SubprocessWorker(*args, env=env).start()
+        started.append(w)
+        return w
+
+    yield start
+    for w in started:
+        w.stop()
+    background.flush(timeout=10)
