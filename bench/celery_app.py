@@ -1,0 +1,27 @@
+"""The bench's Celery app: the test project's configuration, the bench settings and tasks."""
+
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
+
+import django  # noqa: E402
+from celery import Celery  # noqa: E402
+
+django.setup()
+
+from django.conf import settings  # noqa: E402
+
+app = Celery("bench")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.imports = ("bench.tasks",)
+
+if settings.BENCH_MODE != "hub":
+    # Off means off: no receiver runs, not even one that finds no plugin.
+    from django_tasks_hub.plugins.celery import disconnect
+
+    disconnect()
+
+if os.environ.get("BENCH_PROFILE_DIR"):
+    from bench import profiling
+
+    profiling.install(os.environ["BENCH_PROFILE_DIR"])

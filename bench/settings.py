@@ -1,0 +1,43 @@
+"""Bench-only settings: the test project plus django-celery-results, tuned like production.
+
+``BENCH_MODE`` picks what records the tasks: ``bare`` (nothing), ``dcr`` (django-celery-results
+as the result backend) or ``hub`` (django-tasks-hub's receivers). Every mode installs the same
+apps and runs the same worker settings; only the recording differs.
+"""
+
+import os
+
+from testproject.settings import *  # noqa: F403
+from testproject.settings import DATABASES, INSTALLED_APPS
+
+BENCH_MODE = os.environ.get("BENCH_MODE", "hub")
+if BENCH_MODE not in ("bare", "dcr", "hub"):
+    raise ValueError(f"BENCH_MODE must be bare, dcr or hub, not {BENCH_MODE!r}")
+
+# DEBUG keeps every query in memory (connection.queries) and would skew speed and memory.
+DEBUG = False
+INSTALLED_APPS = [*INSTALLED_APPS, "django_celery_results"]
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"django_tasks_hub": {"handlers": ["console"], "level": "WARNING"}},
+}
+
+# Celery's defaults, the same for the three modes (the test project's prefetch of 1 suits
+# long tests, not a throughput run).
+CELERY_WORKER_PREFETCH_MULTIPLIER = int(os.environ.get("BENCH_PREFETCH", "4"))
+CELERY_TASK_ALWAYS_EAGER = False
+CELERY_RESULT_BACKEND = "django-db" if BENCH_MODE == "dcr" else None
+CELERY_TASK_IGNORE_RESULT = BENCH_MODE != "dcr"
+# Celery's Django fixup closes every database connection before and after each task unless
+# this is set; BENCH_DB_REUSE_MAX=N measures the difference.
+if os.environ.get("BENCH_DB_REUSE_MAX"):
+    CELERY_DB_REUSE_MAX = int(os.environ["BENCH_DB_REUSE_MAX"])
+if os.environ.get("BENCH_CONN_HEALTH_CHECKS") == "0":
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
+
+# The hub's receivers are disconnected in bench.celery_app for bare and dcr; an empty plugin
+# list makes sure nothing is recorded even where they are connected (a publisher's shell).
+TASKS_HUB = {} if BENCH_MODE == "hub" else {"PLUGINS": []}
