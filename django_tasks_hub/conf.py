@@ -38,6 +38,12 @@ DEFAULTS: dict[str, Any] = {
     "HISTORY_DEFAULT_LIMIT": 50,
     "HISTORY_MAX_LIMIT": 500,
     "READ_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Checked on restart and cancel on top of the read classes (model permissions by default).
+    "ACTION_PERMISSION_CLASSES": ["django_tasks_hub.api.permissions.HasTaskActionPermission"],
+    # The task list counts at most this many rows for its total (null above; 0: never count).
+    "LIST_COUNT_MAX": 10_000,
+    # Deepest offset the task list accepts: a deep offset makes the database walk every row.
+    "LIST_MAX_OFFSET": 100_000,
     # Dotted path to ``callable(queryset, request) -> queryset`` limiting what a user sees.
     "QUERYSET_SCOPE": None,
     # Operations.
