@@ -105,7 +105,7 @@ def report(folder: str, prefix: str, tasks: int | None = None) -> str:
     n = 0
     for p in sorted(path.glob(f"{prefix}*.json")):
         data = json.loads(p.read_text())
-        n += data["tasks"]
+        n += data["tasks"]  # The publisher counts none: the caller passes ``tasks``.
         counts.update(data["sql"])
     n = tasks or n or 1
     lines = [f"SQL statements per task ({prefix.rstrip('-')}, {n} tasks):"]

@@ -16,22 +16,19 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, required=True)
     parser.add_argument("--rate", type=float, default=0.0, help="tasks/s; 0 = as fast as possible")
-    parser.add_argument("--profile", default="", help="write a pyinstrument profile here")
+    parser.add_argument("--profile", default="", help="write a pyinstrument profile and SQL counts into this folder")
     opts = parser.parse_args()
 
     from bench.celery_app import app  # noqa: F401  (configures Django and Celery)
     from bench.tasks import noop
 
-    profiler = None
-    if opts.profile:
-        from pyinstrument import Profiler
-
-        profiler = Profiler(interval=0.0005)
     # One warm-up publish outside the timing: the connection to the broker and the database.
     noop.apply_async(task_id=f"warmup-{uuid.uuid4()}")
     sent_at: dict[str, float] = {}
-    if profiler:
-        profiler.start()
+    if opts.profile:
+        from bench import profiling
+
+        profiling.start("publisher-")
     start = time.perf_counter()
     for i in range(opts.n):
         if opts.rate:
@@ -43,11 +40,8 @@ def main() -> None:
         sent_at[task_id] = time.time()
         noop.apply_async(task_id=task_id)
     elapsed = time.perf_counter() - start
-    if profiler:
-        profiler.stop()
-        from bench.profiling import write_profile
-
-        write_profile(profiler, opts.profile)
+    if opts.profile:
+        profiling.stop(opts.profile)
     print(json.dumps({"n": opts.n, "publish_s": elapsed, "first_sent": min(sent_at.values())}))
 
 
