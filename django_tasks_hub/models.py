@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import connections, models
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -99,6 +99,22 @@ class TaskRunQuerySet(models.QuerySet):
     def running_on(self, workers: list[str]) -> TaskRunQuerySet:
         """Open runs whose worker is one of ``workers``."""
         return self.open().filter(worker__in=workers)
+
+    def stale_processing(self, started_before: datetime.datetime) -> TaskRunQuerySet:
+        """Runs still processing that started before ``started_before``: what reconcile checks."""
+        return self.filter(status=TaskStatus.PROCESSING, started_at__lt=started_before)
+
+    def superseded(self) -> TaskRunQuerySet:
+        """Runs that are not their task's latest run (a newer run of the same task exists)."""
+        newer = self.model._default_manager.filter(
+            task_id=OuterRef("task_id"), pk__gt=OuterRef("pk")
+        )
+        return self.filter(Exists(newer))
+
+    def prunable(self, finished_before: datetime.datetime) -> TaskRunQuerySet:
+        """Ended runs older than ``finished_before`` that are not their task's latest run."""
+        ended = self.exclude(status__in=RUN_OPEN_STATUSES).filter(finished_at__lt=finished_before)
+        return ended.superseded()
 
 
 class AbstractTask(models.Model):
