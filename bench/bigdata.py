@@ -121,7 +121,7 @@ def ensure_big_database(db_url: str, n: int, rebuild: bool = False) -> float:
             return 0.0
         start = time.perf_counter()
         print(f"filling {name} with {n:,} tasks and {n:,} runs ...", flush=True)
-        conn.execute("TRUNCATE django_tasks_hub_taskrun, django_tasks_hub_task")
+        conn.execute("TRUNCATE django_tasks_hub_taskrun, django_tasks_hub_task CASCADE")
         conn.execute("SET synchronous_commit = off")
         conn.execute("SET maintenance_work_mem = '256MB'")
         conn.execute(_insert_sql(conn, "django_tasks_hub_task", TASK_COLUMNS, n))

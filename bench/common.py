@@ -85,7 +85,7 @@ def reset(db_url: str, broker_url: str) -> None:
     redis_client(broker_url).flushdb()
     with pg_connect(db_url) as conn:
         tables = ", ".join(t for group in TABLES.values() for t in group)
-        conn.execute(f"TRUNCATE {tables}")
+        conn.execute(f"TRUNCATE {tables} CASCADE")
         conn.execute("VACUUM ANALYZE")
 
 
