@@ -15,6 +15,12 @@ class TaskHubError(Exception):
         self.message = message
         self.detail = detail
 
+    @property
+    def status(self) -> str | None:
+        """The task's status when the error was raised, when it is known."""
+        value = self.detail.get("status")
+        return None if value is None else str(value)
+
 
 class TaskNotFound(TaskHubError):
     """No task has this id (or the id is malformed)."""

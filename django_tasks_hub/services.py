@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
+from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.db import connections, router, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -25,16 +28,17 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T", bound=AbstractTask)
 
+__all__ = ["cancel", "get_celery_app", "restart", "submit"]
+
 
 def get_celery_app() -> Any:
-    """The Celery app named by ``TASKS_HUB["CELERY_APP"]``, else Celery's current app."""
+    """Return the Celery app named by ``TASKS_HUB["CELERY_APP"]``, else Celery's current app."""
     path = hub_settings.CELERY_APP
     if path:
-        app = import_string(path)
-        return app
+        return import_string(path)
     from celery import current_app
 
-    return current_app._get_current_object()
+    return cast(Any, current_app)._get_current_object()
 
 
 def _user_id(user: Any) -> Any:
@@ -43,24 +47,60 @@ def _user_id(user: Any) -> Any:
     return user.pk
 
 
-def _lock(task: T | Any, model: type[T] | None = None) -> T:
-    model = model or (type(task) if isinstance(task, AbstractTask) else Task)  # type: ignore[assignment]
-    pk = task.pk if isinstance(task, AbstractTask) else task
-    assert model is not None
-    try:
-        return model._default_manager.select_for_update().get(pk=pk)
-    except (model.DoesNotExist, ValueError, TypeError) as exc:
-        # A malformed id is as unknown as a missing one.
-        raise TaskNotFound(f"No task with id {pk!s}.") from exc
-    except Exception as exc:
-        from django.core.exceptions import ValidationError
+def _model_of(task: Any, model: type[T] | None) -> type[AbstractTask]:
+    if model is not None:
+        return model
+    return type(task) if isinstance(task, AbstractTask) else Task
 
-        if isinstance(exc, ValidationError):
-            raise TaskNotFound(f"No task with id {pk!s}.") from exc
+
+def _lock(task: Any, model: type[T]) -> T:
+    """The task row, locked until the end of the transaction; :class:`TaskNotFound` if none."""
+    pk = task.pk if isinstance(task, AbstractTask) else task
+    try:
+        return cast(T, model._default_manager.select_for_update().get(pk=pk))
+    except (ObjectDoesNotExist, ValidationError, ValueError, TypeError, OverflowError) as exc:
+        # A malformed id is as unknown as a missing one: both answer "no such task".
+        raise TaskNotFound(f"No task with id {str(pk)[:100]!r}.", task_id=str(pk)[:100]) from exc
+
+
+def _rows(task: AbstractTask) -> QuerySet[Any]:
+    """The table holding ``task``'s status: the parent table for tasks built on :class:`Task`."""
+    manager = Task.objects if isinstance(task, Task) else type(task)._default_manager
+    return manager.filter(pk=task.pk)
+
+
+def _broker_error(exc: BaseException, what: str, **detail: Any) -> BrokerUnavailable:
+    return BrokerUnavailable(
+        f"The broker could not be reached, so the task was not {what}: {exc}. "
+        "Check that the broker is running, then try again.",
+        **detail,
+    )
+
+
+def _connect(app: Any) -> Any:
+    """A broker connection, established with bounded retries so a dead broker fails fast.
+
+    Without the bounds kombu retries a refused connection forever, which would hang the
+    request (and keep the task row locked) for as long as the broker is down.
+    """
+    policy = hub_settings.PUBLISH_RETRY_POLICY
+    conn = app.connection_for_write()
+    try:
+        conn.ensure_connection(
+            max_retries=policy.get("max_retries", 2),
+            interval_start=policy.get("interval_start", 0),
+            interval_step=policy.get("interval_step", 0.2),
+            interval_max=policy.get("interval_max", 0.5),
+            timeout=hub_settings.BROKER_TIMEOUT,
+        )
+    except BaseException:
+        conn.release()
         raise
+    return conn
 
 
 def _publish_options(task: AbstractTask) -> dict[str, Any]:
+    # Only the routing is replayed: an old eta or expiry would be wrong for a new run.
     saved = task.options or {}
     options: dict[str, Any] = {}
     exchange, routing_key = saved.get("exchange"), saved.get("routing_key")
@@ -78,27 +118,30 @@ def restart(
 ) -> T:
     """Send an ended task again as a new run and return it, now pending.
 
-    Locks the row and refuses an active task (:class:`TaskNotRestartable`) or one whose
-    Celery task name is no longer registered (:class:`UnknownTaskName`). The new run and its
-    new broker id are written first; the message is sent once they are committed. If the
-    broker refuses it, the run and the task are marked failed with the reason and
-    :class:`BrokerUnavailable` is raised, so nothing stays pending that the broker never got.
-    ``worker`` is the Celery task to send (default: the task registered under its name).
+    ``task`` is a task instance or its id. Locks the row and refuses an active task
+    (:class:`TaskNotRestartable`) or one whose Celery task name is no longer registered
+    (:class:`UnknownTaskName`). The new run and its new broker id are written first; the
+    message is sent once they are committed (when called inside a transaction, on its
+    commit). If the broker refuses it, the run and the task are marked failed with the reason
+    and :class:`BrokerUnavailable` is raised, so nothing stays pending that the broker never
+    got. ``worker`` is the Celery task to send (default: the task registered under the name).
     """
-    model = model or (type(task) if isinstance(task, AbstractTask) else Task)  # type: ignore[assignment]
+    model = _model_of(task, model)  # type: ignore[assignment]
+    assert model is not None
     db = router.db_for_write(model)
     with transaction.atomic(using=db):
         locked: T = _lock(task, model)
         if locked.status in ACTIVE_STATUSES:
             raise TaskNotRestartable(
-                f"Task {locked.pk} is {locked.status}; only an ended task can be restarted.",
+                f"Task {locked.pk} is {locked.status}; only an ended task can be restarted. "
+                "Cancel it first, or wait until it ends.",
                 status=locked.status,
             )
         sender = worker or get_celery_app().tasks.get(locked.name)
         if sender is None:
             raise UnknownTaskName(
-                f"Task name {locked.name!r} is not registered with the Celery app any more; "
-                "it cannot be sent again.",
+                f"Task name {locked.name!r} is not registered with the Celery app any more, "
+                "so it cannot be sent again. Register the task, or submit a new one.",
                 status=locked.status,
             )
         now = timezone.now()
@@ -137,24 +180,25 @@ def restart(
         _send(locked, sender, broker_id, user)
 
     if connections[db].in_atomic_block:
-        # Called inside the caller's transaction: the run exists only once that commits.
+        # Inside the caller's transaction the run exists only once that commits; a broker
+        # failure then can only be logged (the run is still marked failed).
         transaction.on_commit(lambda: _send_quietly(send), using=db)
     else:
         send()
     return locked
 
 
-def _send_quietly(send: Any) -> None:
+def _send_quietly(send: Callable[[], None]) -> None:
     try:
         send()
-    except BrokerUnavailable:
-        logger.warning("tasks-hub restart could not reach the broker; the run is marked failed")
+    except BrokerUnavailable as exc:
+        logger.warning("tasks-hub restart could not reach the broker: %s", exc.message)
 
 
 def _send(task: AbstractTask, sender: Any, broker_id: str, user: Any) -> None:
     from django_tasks_hub.plugins.celery import USER_HEADER
 
-    headers = {}
+    headers: dict[str, Any] = {}
     if _user_id(user) is not None:
         headers[USER_HEADER] = _user_id(user)
     try:
@@ -168,64 +212,78 @@ def _send(task: AbstractTask, sender: Any, broker_id: str, user: Any) -> None:
             **_publish_options(task),
         )
     except Exception as exc:
-        message = f"The broker could not be reached, so the task was not sent: {exc}"
+        error = _broker_error(exc, "sent", status=TaskStatus.FAILED)
         logger.warning("tasks-hub could not send %s[%s]: %s", task.name, broker_id, exc)
         now = timezone.now()
-        type(task)._default_manager.filter(pk=task.pk, broker_id=broker_id).update(
-            status=TaskStatus.FAILED, error=message, finished_at=now, updated_at=now
+        # Conditional on the broker id: a later restart that did get through is left alone.
+        _rows(task).filter(broker_id=broker_id).update(
+            status=TaskStatus.FAILED, error=error.message, finished_at=now, updated_at=now
         )
-        TaskRun.objects.filter(broker_id=broker_id).update(
-            status=TaskStatus.FAILED, error=message, finished_at=now
+        TaskRun.objects.filter(broker_id=broker_id).open().update(
+            status=TaskStatus.FAILED, error=error.message, finished_at=now
         )
         task.status = TaskStatus.FAILED
-        task.error = message
+        task.error = error.message
         task.finished_at = now
-        raise BrokerUnavailable(message, status=TaskStatus.FAILED) from exc
+        raise error from exc
 
 
-def cancel(task: T | Any, user: Any = None, *, model: type[T] | None = None) -> T:
+def cancel(
+    task: T | Any, user: Any = None, *, worker: Any = None, model: type[T] | None = None
+) -> T:
     """Cancel an active task and return it, now canceled.
 
-    Locks the row and refuses an ended task (:class:`TaskNotCancelable`). The broker is told
-    first (a running task's process gets ``TASKS_HUB["CANCEL_SIGNAL"]``); if it cannot be
-    reached, :class:`BrokerUnavailable` is raised and the task is left as it was. Workers that
-    start later load the cancelled ids at start-up, so the task never runs.
+    ``task`` is a task instance or its id. Locks the row and refuses an ended task
+    (:class:`TaskNotCancelable`). The broker is told first: every worker drops the message,
+    and one running the task sends its process ``TASKS_HUB["CANCEL_SIGNAL"]``. If the broker
+    cannot be reached, :class:`BrokerUnavailable` is raised and the task is left as it was.
+    Then the task and its open run are marked canceled with the user and the time; workers
+    that start later load the cancelled ids at start-up (rule 4), so the task never runs.
+    ``worker`` is the Celery task whose app to use (default: ``get_celery_app()``).
     """
-    model = model or (type(task) if isinstance(task, AbstractTask) else Task)  # type: ignore[assignment]
+    model = _model_of(task, model)  # type: ignore[assignment]
+    assert model is not None
     db = router.db_for_write(model)
+    app = getattr(worker, "app", None) or get_celery_app()
     with transaction.atomic(using=db):
         locked: T = _lock(task, model)
         if locked.status in TERMINAL_STATUSES:
             raise TaskNotCancelable(
                 f"Task {locked.pk} is {locked.status}; only a pending, processing or "
-                "retrying task can be canceled.",
+                "retrying task can be canceled. Restart it to run it again.",
                 status=locked.status,
             )
-        running = locked.status == TaskStatus.PROCESSING
         try:
-            get_celery_app().control.revoke(
-                locked.broker_id, terminate=running, signal=hub_settings.CANCEL_SIGNAL
+            conn = _connect(app)
+        except Exception as exc:
+            raise _broker_error(exc, "canceled", status=locked.status) from exc
+        try:
+            # terminate even when the row says pending: a worker may have just started it,
+            # and a task that is not running is only added to the revoked set.
+            app.control.revoke(
+                locked.broker_id,
+                terminate=True,
+                signal=hub_settings.CANCEL_SIGNAL,
+                connection=conn,
             )
         except Exception as exc:
-            raise BrokerUnavailable(
-                f"The broker could not be reached, so the task was not canceled: {exc}",
-                status=locked.status,
-            ) from exc
+            raise _broker_error(exc, "canceled", status=locked.status) from exc
+        finally:
+            conn.release()
         now = timezone.now()
-        who = getattr(user, "get_username", lambda: "")() if _user_id(user) else ""
+        who = user.get_username() if _user_id(user) is not None else ""
+        message = f"Canceled by {who}." if who else "Canceled."
         locked.status = TaskStatus.CANCELED
         locked.finished_at = now
         locked.updated_at = now
-        locked.error = f"Canceled by {who}." if who else "Canceled."
+        locked.error = message
         locked.save(update_fields=["status", "finished_at", "updated_at", "error"])
         if isinstance(locked, Task):
-            TaskRun.objects.using(db).filter(
-                task_id=locked.pk, broker_id=locked.broker_id
-            ).open().update(
+            TaskRun.objects.using(db).filter(task_id=locked.pk).open().update(
                 status=TaskStatus.CANCELED,
                 canceled_by_id=_user_id(user),
                 finished_at=now,
-                error=locked.error,
+                error=message,
             )
     return locked
 
@@ -242,12 +300,17 @@ def submit(
 
     Like ``apply_async`` but records ``user`` as the task's creator. Returns ``None`` for a
     task tagged ``skip_db``. In eager mode the row is written when the task runs, before this
-    returns.
+    returns. :class:`UnknownTaskName` when a name is not registered.
     """
     from django_tasks_hub.plugins.celery import USER_HEADER
 
     if isinstance(celery_task, str):
-        celery_task = get_celery_app().tasks[celery_task]
+        try:
+            celery_task = get_celery_app().tasks[celery_task]
+        except KeyError as exc:
+            raise UnknownTaskName(
+                f"Task name {celery_task!r} is not registered with the Celery app."
+            ) from exc
     headers = dict(options.pop("headers", None) or {})
     if _user_id(user) is not None:
         headers[USER_HEADER] = _user_id(user)

@@ -1,0 +1,12 @@
+"""Every tasks-hub route: ``path("api/", include("django_tasks_hub.urls"))`` mounts them."""
+
+from __future__ import annotations
+
+from django_tasks_hub.api.routers import create_task_helpers_router
+from django_tasks_hub.api.serializers import TaskSerializer
+from django_tasks_hub.models import Task
+
+app_name = "tasks_hub"
+
+router = create_task_helpers_router(Task.objects.all(), TaskSerializer, basename="task")
+urlpatterns = router.urls
