@@ -68,3 +68,16 @@ def read_history(self: Any) -> list[int]:
 def echo(value: Any) -> Any:
     """Returns what it was given (results that are not JSON are stored as repr)."""
     return value
+
+
+@shared_task(name="demo.crash")
+def crash() -> None:
+    """Kills the prefork pool process running it, so the demo shows a ``lost`` task."""
+    import os
+
+    from billiard.process import current_process
+
+    # Only ever a pool child: in a threads or solo worker this would end the whole worker.
+    if current_process().name == "MainProcess":
+        raise RuntimeError("demo.crash only runs in a prefork pool child (celery -P prefork).")
+    os._exit(1)
