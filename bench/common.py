@@ -80,9 +80,10 @@ def redis_client(broker_url: str) -> Any:
     return redis.Redis.from_url(broker_url)
 
 
-def reset(db_url: str, broker_url: str) -> None:
-    """Empty the bench's queue database and the tables every mode writes."""
-    redis_client(broker_url).flushdb()
+def reset(db_url: str, broker_url: str | None) -> None:
+    """Empty the bench's queue database (unless ``None``) and the tables every mode writes."""
+    if broker_url is not None:
+        redis_client(broker_url).flushdb()
     with pg_connect(db_url) as conn:
         tables = ", ".join(t for group in TABLES.values() for t in group)
         conn.execute(f"TRUNCATE {tables} CASCADE")

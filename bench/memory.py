@@ -42,13 +42,14 @@ def run(mode: str, opts: argparse.Namespace) -> dict[str, Any]:
     n = opts.tasks
     reset(opts.db_url, opts.broker_url)
     client = redis_client(opts.broker_url)
-    worker = Worker(mode, opts.db_url, opts.broker_url, opts.pool, opts.concurrency)
+    extra = {"BENCH_DB_REUSE_MAX": str(opts.db_reuse_max)} if opts.db_reuse_max else {}
+    worker = Worker(mode, opts.db_url, opts.broker_url, opts.pool, opts.concurrency, env=extra)
     samples: list[tuple[float, int, dict[int, int]]] = []
     start = time.monotonic()
     with running(worker):
         parent = worker.pid
         time.sleep(3)  # Let the worker start its children before the first sample.
-        env = base_env(mode, opts.db_url, opts.broker_url)
+        env = base_env(mode, opts.db_url, opts.broker_url, **extra)
         args = [PYTHON, "-m", "bench.publish", "--n", str(n)]
         pub = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
         try:
@@ -101,6 +102,8 @@ def main() -> None:
     parser.add_argument("--modes", default="bare,hub")
     parser.add_argument("--pool", default="prefork")
     parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--db-reuse-max", type=int, default=0,
+                        help="set CELERY_DB_REUSE_MAX (faster, so 50,000 hub tasks fit in minutes)")
     parser.add_argument("--interval", type=float, default=0.5)
     parser.add_argument("--db-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB))
     parser.add_argument("--broker-url", default=os.environ.get("BENCH_BROKER_URL", DEFAULT_BROKER))
@@ -109,7 +112,10 @@ def main() -> None:
     from bench.common import machine
 
     print(f"machine: {machine()}")
-    print(f"memory: {opts.tasks:,} no-op tasks, pool {opts.pool} x{opts.concurrency}, RSS from /proc")
+    print(
+        f"memory: {opts.tasks:,} no-op tasks, pool {opts.pool} x{opts.concurrency}, RSS from /proc,"
+        f" CELERY_DB_REUSE_MAX={opts.db_reuse_max or 'unset'}"
+    )
     ensure_database(opts.db_url)
     results = []
     for mode in opts.modes.split(","):

@@ -14,6 +14,7 @@ import argparse
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -22,6 +23,7 @@ from bench.common import (  # noqa: E402
     DEFAULT_BROKER,
     Worker,
     ensure_database,
+    pg_connect,
     publish,
     reset,
     running,
@@ -29,6 +31,22 @@ from bench.common import (  # noqa: E402
 )
 from bench.profiling import report  # noqa: E402
 from bench.throughput import DEFAULT_DB  # noqa: E402
+
+
+TABLE_STATS = """
+SELECT relname, n_tup_ins, n_tup_upd, n_tup_hot_upd,
+       (SELECT count(*) FROM pg_index i WHERE i.indrelid = s.relid)
+FROM pg_stat_user_tables s WHERE relname = ANY(%s) ORDER BY relname"""
+TABLES = ["django_tasks_hub_task", "django_tasks_hub_taskrun", "django_celery_results_taskresult"]
+
+
+def table_stats(db_url: str) -> dict[str, tuple[int, ...]]:
+    """Rows inserted, updated, updated in place (HOT) and the index count, by table."""
+    time.sleep(1.0)  # Backends report their counters to the statistics at most once a second.
+    with pg_connect(db_url) as conn:
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        rows = conn.execute(TABLE_STATS, [TABLES]).fetchall()
+    return {r[0]: tuple(int(x) for x in r[1:]) for r in rows}
 
 
 def main() -> None:
@@ -55,8 +73,19 @@ def main() -> None:
             profile=str(out),
         )  # fmt: skip
         worker = Worker(mode, opts.db_url, opts.broker_url, env=env)
+        before = table_stats(opts.db_url)
         with running(worker):
             wait_ends(opts.broker_url, opts.tasks + 1, worker, opts.timeout)
+        after = table_stats(opts.db_url)
+        print(f"=== {mode}: worker writes per table (an update that is not HOT rewrites every index)")
+        for table, (ins, upd, hot, indexes) in after.items():
+            b = before.get(table, (0, 0, 0, indexes))
+            d_ins, d_upd, d_hot = ins - b[0], upd - b[1], hot - b[2]
+            if d_ins or d_upd:
+                print(
+                    f"  {table:<34} inserted {d_ins:>6}  updated {d_upd:>6}  HOT {d_hot:>6}"
+                    f"  ({indexes} indexes)"
+                )
         print(f"=== {mode}: worker pool children ===")
         print(report(str(out), "worker-"))
         print(f"=== {mode}: publisher ===")
