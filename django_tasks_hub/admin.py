@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import uuid
 from collections import defaultdict
@@ -20,7 +21,7 @@ from django.db.models import Q, QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
-from django.utils import timezone
+from django.utils import formats, timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
@@ -135,6 +136,10 @@ class TasksHubChangeList(ChangeList):
         super().get_results(request)
         kind = getattr(self.paginator, "count_kind", "exact")
         self.count_kind = kind
+        if kind != "exact" or not self.queryset.query.where:
+            # The search bar repeats the count as "N results" whenever the two counts differ;
+            # the pagination line already says it, with "about" or "more than" when it must.
+            self.full_result_count = self.result_count
         if kind == "estimated":
             self.result_count_label = gettext("about %(count)s") % {
                 "count": f"{self.result_count:,}"
@@ -193,6 +198,23 @@ def duration(seconds: float | None) -> str:
         return f"{minutes} min {secs} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes} min"
+
+
+def short_time(value: datetime.datetime | None) -> SafeString | str:
+    """A timestamp that fits a column: the time today, the day and time this year, else the
+    date; the full timestamp is in the tooltip."""
+    if value is None:
+        return EMPTY
+    local = timezone.localtime(value)
+    today = timezone.localdate()
+    if local.date() == today:
+        text = local.strftime("%H:%M:%S")
+    elif local.year == today.year:
+        text = formats.date_format(local, "M j, H:i")
+    else:
+        text = formats.date_format(local, "Y-m-d H:i")
+    full = formats.date_format(local, "DATETIME_FORMAT")
+    return format_html('<time datetime="{}" title="{}">{}</time>', local.isoformat(), full, text)
 
 
 def change_url(obj_or_model: Any, pk: Any) -> str:
@@ -319,6 +341,18 @@ class RunDisplayMixin:
     def runtime_display(self, run: TaskRun) -> str:
         return duration(run.runtime)
 
+    @admin.display(description=_("queued"), ordering="queued_at")
+    def queued(self, run: TaskRun) -> Any:
+        return short_time(run.queued_at)
+
+    @admin.display(description=_("started"), ordering="started_at")
+    def started(self, run: Any) -> Any:
+        return short_time(run.started_at)
+
+    @admin.display(description=_("finished"), ordering="finished_at")
+    def finished(self, run: TaskRun) -> Any:
+        return short_time(run.finished_at)
+
     @admin.display(description=_("outcome"))
     def outcome(self, run: TaskRun) -> Any:
         if run.error:
@@ -342,9 +376,9 @@ class TaskRunInline(RunDisplayMixin, admin.TabularInline):
         "status_badge",
         "triggered_by",
         "canceled_by",
-        "queued_at",
-        "started_at",
-        "finished_at",
+        "queued",
+        "started",
+        "finished",
         "runtime_display",
         "worker",
         "outcome",
@@ -353,6 +387,7 @@ class TaskRunInline(RunDisplayMixin, admin.TabularInline):
     ordering = ("-id",)
     extra = 0
     can_delete = False
+    classes = ("th-runs",)
     verbose_name_plural = _("run history (newest first)")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[TaskRun]:
@@ -389,8 +424,8 @@ class TaskAdmin(ScalableListMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         "status_badge",
         "progress_bar",
         "attempts",
-        "created_at",
-        "started_at",
+        "created",
+        "started",
         "runtime_display",
         "worker",
     )
@@ -419,6 +454,7 @@ class TaskAdmin(ScalableListMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
                 )
             },
         ),
+        (_("Outcome"), {"fields": ("result_json", "error_text", "traceback_text")}),
         (
             _("Timing"),
             {
@@ -432,7 +468,6 @@ class TaskAdmin(ScalableListMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
             },
         ),
         (_("Call"), {"fields": ("args_json", "kwargs_json", "options_json")}),
-        (_("Outcome"), {"fields": ("result_json", "error_text", "traceback_text")}),
         (_("Related"), {"fields": ("parent_link", "children_links", "runs_link")}),
     )
     readonly_fields = flatten_fieldsets(fieldsets)
@@ -490,6 +525,14 @@ class TaskAdmin(ScalableListMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
             '<span class="th-progress__bar"></span></span>',
             message or gettext("running"),
         )
+
+    @admin.display(description=_("created"), ordering="created_at")
+    def created(self, task: Task) -> Any:
+        return short_time(task.created_at)
+
+    @admin.display(description=_("started"), ordering="started_at")
+    def started(self, task: Task) -> Any:
+        return short_time(task.started_at)
 
     @admin.display(description=_("runtime"))
     def runtime_display(self, task: Task) -> str:
@@ -785,8 +828,8 @@ class TaskRunAdmin(ScalableListMixin, ReadOnlyAdminMixin, RunDisplayMixin, admin
         "status_badge",
         "triggered_by",
         "canceled_by",
-        "queued_at",
-        "started_at",
+        "queued",
+        "started",
         "runtime_display",
         "worker",
         "outcome",

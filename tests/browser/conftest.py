@@ -1,0 +1,95 @@
+"""Browser fixtures: Playwright driving Debian's Chromium against the live test server."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+
+from tests.conftest import IN_CI
+
+CHROMIUM = os.environ.get("TASKS_HUB_CHROMIUM", "/usr/bin/chromium")
+# Without the networking flags Chromium keeps trying to reach the internet from the sandbox.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PASSWORD = "browser-pw"
+
+_FAILED = pytest.StashKey[bool]()
+
+
+def screenshot_dir() -> Path:
+    """Where failure screenshots go: ``var/`` (git-ignored) unless told otherwise."""
+    return Path(os.environ.get("TASKS_HUB_SCREENSHOTS", Path(settings.VAR_DIR) / "screenshots"))
+
+
+def _missing(reason: str) -> None:
+    # CI must run these tests: a missing browser there is a failure, not a skip.
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: the browser tests must run)")
+    pytest.skip(reason)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        item.stash[_FAILED] = report.failed
+
+
+@pytest.fixture
+def page(request: pytest.FixtureRequest, live_server: Any, monkeypatch: Any) -> Iterator[Any]:
+    """A Chromium page whose relative URLs go to the live server; screenshots on failure."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("playwright is not installed: pip install -e '.[dev]'")
+    if not os.access(CHROMIUM, os.X_OK):
+        _missing(f"Chromium is not installed at {CHROMIUM}: apt-get install -y chromium")
+    # Playwright's sync API keeps an event loop in this thread; the test's own database
+    # queries are still plain synchronous code.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(
+            base_url=live_server.url, viewport={"width": 1440, "height": 900}
+        )
+        pg = context.new_page()
+        pg.set_default_timeout(20_000)
+        try:
+            yield pg
+        finally:
+            if request.node.stash.get(_FAILED, True):
+                target = screenshot_dir()
+                target.mkdir(parents=True, exist_ok=True)
+                name = re.sub(r"[^\w.-]+", "_", request.node.name)
+                path = target / f"{name}.png"
+                pg.screenshot(path=str(path), full_page=True)
+                print(f"screenshot of the failed browser test: {path}")
+            context.close()
+            browser.close()
+
+
+@pytest.fixture
+def admin_user(transactional_db: Any, django_user_model: Any) -> Any:
+    return django_user_model.objects.create_superuser("admin", "admin@example.com", PASSWORD)
+
+
+def login(page: Any, user: Any, next_url: str = "/admin/django_tasks_hub/task/") -> None:
+    """Log in through the admin's login form."""
+    page.goto(f"/admin/login/?next={next_url}")
+    page.fill("#id_username", user.get_username())
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_url(f"**{next_url}")

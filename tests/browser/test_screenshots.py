@@ -1,0 +1,76 @@
+"""The list and the task page as people see them: styled, with real tasks from a worker.
+
+Set ``TASKS_HUB_DOCS_IMG=docs/img`` to write the screenshots the documentation shows.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+
+from django_tasks_hub import services
+from django_tasks_hub.models import Task
+from testproject import tasks
+from tests.browser.conftest import login
+from tests.conftest import wait_for, wait_status
+
+pytestmark = [pytest.mark.browser, pytest.mark.worker]
+
+
+def test_list_and_task_page(page, admin_user, subprocess_worker, tmp_path):
+    out = Path(os.environ.get("TASKS_HUB_DOCS_IMG") or tmp_path)
+    subprocess_worker("-P", "prefork", "-c", "4")
+    ended = [
+        tasks.add.delay(2, 3),
+        tasks.echo.delay({"rows": 1200, "file": "exports/2026-11.csv"}),
+        tasks.flaky.delay(fail_times=2),
+        tasks.always_retry.delay(),
+        tasks.tagged.delay(),
+    ]
+    broken = tasks.fail.delay("invoice 1042 has no customer")
+    (tasks.add.s(1, 2) | tasks.add.s(10)).delay()
+    running = [
+        tasks.long_running.delay(steps=100, delay=0.1),
+        tasks.long_running.delay(steps=600, delay=0.1),
+    ]
+    for result in ended:
+        wait_status(result.id, "done", "failed", timeout=30)
+    wait_status(broken.id, "failed")
+    services.restart(Task.objects.get(pk=broken.id), admin_user)
+    wait_for(
+        lambda: Task.objects.filter(pk=broken.id, status="failed", attempts=2).exists(),
+        what="the restarted run to fail again",
+    )
+    wait_for(
+        lambda: Task.objects.filter(status="done", parent__isnull=False).exists(),
+        what="the chain's second task",
+    )
+    wait_for(
+        lambda: all(
+            (Task.objects.get(pk=r.id).progress or {}).get("current", 0) >= 20 for r in running
+        ),
+        what="the long tasks to make progress",
+    )
+
+    page.set_viewport_size({"width": 1600, "height": 860})
+    login(page, admin_user)
+    failed_badge = page.locator("#result_list .th-badge--failed").first
+    expect(failed_badge).to_be_visible()
+    # The stylesheet is served and applied: a failed badge is red, a bar has a width.
+    assert failed_badge.evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(185, 28, 28)"
+    bars = page.locator("#result_list .th-progress__bar")
+    expect(bars).to_have_count(2)
+    assert bars.first.evaluate("e => e.getBoundingClientRect().width") > 0
+    page.screenshot(path=str(out / "admin-task-list.png"))
+
+    page.goto(f"/admin/django_tasks_hub/task/{broken.id}/change/")
+    expect(page.locator(".th-traceback")).to_contain_text("ValueError: invoice 1042")
+    expect(page.locator(".th-runs tbody tr:has(td.field-attempt)")).to_have_count(2)
+    page.screenshot(path=str(out / "admin-task-page.png"), full_page=True)
+    assert (out / "admin-task-list.png").stat().st_size > 10_000
+
+    for result in running:
+        services.cancel(Task.objects.get(pk=result.id), admin_user)
