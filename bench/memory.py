@@ -21,7 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import (  # noqa: E402
+from bench.common import (
     DEFAULT_BROKER,
     PYTHON,
     ROOT,
@@ -33,7 +33,7 @@ from bench.common import (  # noqa: E402
     running,
     tree_rss,
 )
-from bench.throughput import DEFAULT_DB  # noqa: E402
+from bench.throughput import DEFAULT_DB
 
 MB = 1024 * 1024
 
@@ -81,7 +81,9 @@ def summarize(
 
     warm, end = at(0.1), samples[-1][2]
     peak_total = max(sum(rss.values()) for _, _, rss in samples)
-    peak_child = max((v for _, _, rss in samples for pid, v in rss.items() if pid != parent), default=0)
+    peak_child = max(
+        (v for _, _, rss in samples for pid, v in rss.items() if pid != parent), default=0
+    )
     return {
         "mode": mode,
         "n": n,
@@ -102,8 +104,12 @@ def main() -> None:
     parser.add_argument("--modes", default="bare,hub")
     parser.add_argument("--pool", default="prefork")
     parser.add_argument("--concurrency", type=int, default=2)
-    parser.add_argument("--db-reuse-max", type=int, default=0,
-                        help="set CELERY_DB_REUSE_MAX (faster, so 50,000 hub tasks fit in minutes)")
+    parser.add_argument(
+        "--db-reuse-max",
+        type=int,
+        default=0,
+        help="set CELERY_DB_REUSE_MAX (faster, so 50,000 hub tasks fit in minutes)",
+    )
     parser.add_argument("--interval", type=float, default=0.5)
     parser.add_argument("--db-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB))
     parser.add_argument("--broker-url", default=os.environ.get("BENCH_BROKER_URL", DEFAULT_BROKER))
@@ -130,12 +136,13 @@ def main() -> None:
         )
     if len(results) > 1:
         base = results[0]
-        print(f"\n{'mode':<5} {'peak total':>11} {'x ' + base['mode']:>8} {'children growth 10%->100%':>27}")
+        growth_header = "children growth 10%->100%"
+        print(f"\n{'mode':<5} {'peak total':>11} {'x ' + base['mode']:>8} {growth_header:>27}")
         for r in results:
             growth = r["children_end_mb"] - r["children_warm_mb"]
+            ratio = r["peak_total_mb"] / base["peak_total_mb"]
             print(
-                f"{r['mode']:<5} {r['peak_total_mb']:>8.1f} MB {r['peak_total_mb'] / base['peak_total_mb']:>7.2f}x"
-                f" {growth:>+24.1f} MB"
+                f"{r['mode']:<5} {r['peak_total_mb']:>8.1f} MB {ratio:>7.2f}x {growth:>+24.1f} MB"
             )
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import (  # noqa: E402
+from bench.common import (
     DEFAULT_BROKER,
     Worker,
     ensure_database,
@@ -29,9 +29,8 @@ from bench.common import (  # noqa: E402
     running,
     wait_ends,
 )
-from bench.profiling import report  # noqa: E402
-from bench.throughput import DEFAULT_DB  # noqa: E402
-
+from bench.profiling import report
+from bench.throughput import DEFAULT_DB
 
 TABLE_STATS = """
 SELECT relname, n_tup_ins, n_tup_upd, n_tup_hot_upd,
@@ -77,7 +76,9 @@ def main() -> None:
         with running(worker):
             wait_ends(opts.broker_url, opts.tasks + 1, worker, opts.timeout)
         after = table_stats(opts.db_url)
-        print(f"=== {mode}: worker writes per table (an update that is not HOT rewrites every index)")
+        print(
+            f"=== {mode}: worker writes per table (an update that is not HOT rewrites every index)"
+        )
         for table, (ins, upd, hot, indexes) in after.items():
             b = before.get(table, (0, 0, 0, indexes))
             d_ins, d_upd, d_hot = ins - b[0], upd - b[1], hot - b[2]

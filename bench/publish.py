@@ -16,7 +16,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, required=True)
     parser.add_argument("--rate", type=float, default=0.0, help="tasks/s; 0 = as fast as possible")
-    parser.add_argument("--profile", default="", help="write a pyinstrument profile and SQL counts into this folder")
+    parser.add_argument(
+        "--profile", default="", help="write a pyinstrument profile and SQL counts into this folder"
+    )
     opts = parser.parse_args()
 
     from bench.celery_app import app  # noqa: F401  (configures Django and Celery)

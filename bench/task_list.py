@@ -20,8 +20,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bigdata import DEFAULT_BIG_DB, ensure_big_database, timed  # noqa: E402
-from bench.common import base_env, percentile  # noqa: E402
+from bench.bigdata import DEFAULT_BIG_DB, ensure_big_database, timed
+from bench.common import base_env, percentile
 
 # Where the list view may be mounted; the first that answers 200 is used.
 CANDIDATE_URLS = ("/api/tasks/list", "/api/list", "/api/tasks/", "/tasks/list")
@@ -37,7 +37,9 @@ def find_list_url(client: Any, explicit: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--db-url", default=os.environ.get("BENCH_BIG_DATABASE_URL", DEFAULT_BIG_DB))
+    parser.add_argument(
+        "--db-url", default=os.environ.get("BENCH_BIG_DATABASE_URL", DEFAULT_BIG_DB)
+    )
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--limit", type=int, default=50)
     parser.add_argument("--url", default="", help="path of the API list view")
@@ -91,9 +93,7 @@ def main() -> None:
         ),
         ("tag=reports", Task.objects.tagged("reports"), {"tag": "reports"}),
     ]
-    print(
-        f"{'filter':<20} {'queryset+serializer':>20} {'count()':>17} {'API view':>17}   goal"
-    )
+    print(f"{'filter':<20} {'queryset+serializer':>20} {'count()':>17} {'API view':>17}   goal")
     for label, qs, params in cases:
         qs = qs.order_by("-created_at")
 

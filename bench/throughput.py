@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import (  # noqa: E402
+from bench.common import (
     DEFAULT_BROKER,
     PYTHON,
     ROOT,
@@ -33,9 +33,9 @@ from bench.common import (  # noqa: E402
     end_times,
     ensure_database,
     median,
+    percentile,
     pg_connect,
     pg_stats,
-    percentile,
     publish,
     reset,
     running,
@@ -68,9 +68,7 @@ def run_mode(mode: str, opts: argparse.Namespace, extra_env: dict[str, str]) -> 
     pub = publish(mode, n, opts.db_url, opts.broker_url, env=extra_env)
     time.sleep(1.0)
     s1 = pg_stats(opts.db_url)
-    worker = Worker(
-        mode, opts.db_url, opts.broker_url, opts.pool, opts.concurrency, env=extra_env
-    )
+    worker = Worker(mode, opts.db_url, opts.broker_url, opts.pool, opts.concurrency, env=extra_env)
     with running(worker):
         # n tasks plus the publisher's warm-up task.
         wait_ends(opts.broker_url, n + 1, worker, opts.timeout)
@@ -133,9 +131,7 @@ def run_latency(opts: argparse.Namespace, extra_env: dict[str, str]) -> dict[str
         finally:
             pub.wait(60)
     ends = end_times(opts.broker_url)
-    lat = [
-        (seen[k] - ends[k]) * 1000 for k in seen if k in ends and not k.startswith("warmup")
-    ]
+    lat = [(seen[k] - ends[k]) * 1000 for k in seen if k in ends and not k.startswith("warmup")]
     return {
         "n": n,
         "rate": opts.latency_rate,
@@ -156,8 +152,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--db-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB))
     parser.add_argument("--broker-url", default=os.environ.get("BENCH_BROKER_URL", DEFAULT_BROKER))
-    parser.add_argument("--db-reuse-max", type=int, default=0,
-                        help="set CELERY_DB_REUSE_MAX (Celery closes connections per task without)")
+    parser.add_argument(
+        "--db-reuse-max",
+        type=int,
+        default=0,
+        help="set CELERY_DB_REUSE_MAX (Celery closes connections per task without)",
+    )
     parser.add_argument("--latency-tasks", type=int, default=500, help="0 skips the latency run")
     parser.add_argument("--latency-rate", type=float, default=50.0, help="tasks/s while polling")
     parser.add_argument("--timeout", type=float, default=300.0)
@@ -192,7 +192,9 @@ def main() -> None:
             for key in ("publish_rate", "worker_rate", "combined_rate", "settle_s")
         }
         | {
-            "publish_db": {k: median([r["publish_db"][k] for r in rs]) for k in rs[0]["publish_db"]},
+            "publish_db": {
+                k: median([r["publish_db"][k] for r in rs]) for k in rs[0]["publish_db"]
+            },
             "worker_db": {k: median([r["worker_db"][k] for r in rs]) for k in rs[0]["worker_db"]},
         }
         for m, rs in runs.items()

@@ -33,7 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import DEFAULT_BROKER, base_env, ensure_database, percentile, reset  # noqa: E402
+from bench.common import DEFAULT_BROKER, base_env, ensure_database, percentile, reset
 
 DEFAULT_WRITES_DB = "postgres://postgres@127.0.0.1:5432/hub_bench_writes"
 
@@ -144,7 +144,7 @@ class OneStatement:
         ]  # fmt: skip
         with self.connection.cursor() as cur:
             cur.execute(sql, params)
-            runs, tasks = cur.fetchone()
+            runs, _tasks = cur.fetchone()
         if not runs:
             raise RuntimeError("slow path (no open run): not part of this benchmark")
 
@@ -152,9 +152,9 @@ class OneStatement:
 def measure(n: int, per: dict[str, dict[str, list[float]]]) -> None:
     """Record ``n`` tasks each way, interleaved, adding microseconds to ``per``."""
     from django.db import connection
+    from django_celery_results.backends.database import DatabaseBackend
 
     from bench.celery_app import app
-    from django_celery_results.backends.database import DatabaseBackend
     from django_tasks_hub.models import Task
     from django_tasks_hub.plugins.db import TaskDbPlugin
 
@@ -166,9 +166,7 @@ def measure(n: int, per: dict[str, dict[str, list[float]]]) -> None:
     def clock(variant: str, step: str, fn: Any, arg: Any) -> None:
         start = time.perf_counter()
         fn(arg)
-        per.setdefault(variant, {}).setdefault(step, []).append(
-            (time.perf_counter() - start) * 1e6
-        )
+        per.setdefault(variant, {}).setdefault(step, []).append((time.perf_counter() - start) * 1e6)
 
     connection.ensure_connection()
     for i in range(n):
@@ -184,6 +182,7 @@ def measure(n: int, per: dict[str, dict[str, list[float]]]) -> None:
         clock("dcr", "success", lambda tid: backend.store_result(tid, None, "SUCCESS"),
               str(uuid.uuid4()))  # fmt: skip
         if i % 10 == 0:
+
             def reconnect(_: Any) -> None:
                 connection.close()
                 connection.ensure_connection()
@@ -195,7 +194,8 @@ def measure(n: int, per: dict[str, dict[str, list[float]]]) -> None:
 
 def summarize(per: dict[str, dict[str, list[float]]]) -> dict[str, float]:
     """Print p50 microseconds per step and variant; return the worker-side total of each."""
-    print(f"{'variant':<14} {'publish':>9} {'start':>9} {'success':>9} {'worker':>9} {'all':>9}  (p50 us)")
+    steps = "".join(f"{k:>10}" for k in ("publish", "start", "success", "worker", "all"))
+    print(f"{'variant':<14}{steps}  (p50 us)")
     totals: dict[str, float] = {}
     for variant, steps in per.items():
         p = {k: percentile(v, 50) for k, v in steps.items()}
