@@ -6,11 +6,13 @@ import json
 import logging
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connections, router, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce, Greatest, Least
 
 from django_tasks_hub.background import background
 from django_tasks_hub.conf import hub_settings
@@ -18,9 +20,10 @@ from django_tasks_hub.history import HistoryPage, HistoryQuery, get_history
 from django_tasks_hub.models import Task, TaskRun
 from django_tasks_hub.plugins.base import TaskEvent, TaskHubPlugin
 from django_tasks_hub.states import (
-    ACTIVE_STATUSES,
     RUN_ALLOWED_FROM,
+    RUN_OPEN_STATUSES,
     TASK_ALLOWED_FROM,
+    TASK_SUPERSEDED,
     RunTrigger,
     TaskStatus,
 )
@@ -29,6 +32,9 @@ logger = logging.getLogger(__name__)
 
 # Namespace for task ids derived from broker ids that are not UUIDs.
 _ID_NAMESPACE = uuid.UUID("0b7bd6f2-2d52-4d0e-9a0b-5f5c7d9a4c11")
+
+#: The error a run gets when the broker delivered its attempt again (its worker was lost).
+REDELIVERED_ERROR = "The worker running this attempt was lost; the broker delivered it again."
 
 
 def task_pk_for(broker_id: str) -> uuid.UUID:
@@ -59,12 +65,26 @@ def _clip(text: str) -> str:
     return text if len(text) <= limit else text[: limit - 15] + "\n...[truncated]"
 
 
+@dataclass(frozen=True)
+class _TaskRef:
+    """The task row an event belongs to, and whether this event just created it."""
+
+    pk: Any
+    attempts: int
+    created: bool
+
+
 class TaskDbPlugin(TaskHubPlugin):
     """Records tasks and runs in the database: every write is an upsert or a conditional UPDATE.
 
-    Rule 1 (transitions only move forward) and rule 2 (the first event creates the rows) of
-    the design live here and nowhere else. A write that fails is logged and tried again on the
-    background thread (``WRITE_RETRIES`` times); it never raises into Celery.
+    Rule 1 (statuses only move forward) and rule 2 (the first event creates the rows) of the
+    design live here and nowhere else. Each event may arrive first, late or twice: the rows end
+    the same whatever the order (``tests/test_ordering.py`` delivers every order). A write that
+    fails is logged and tried again on the background thread (``WRITE_RETRIES`` times); it
+    never raises into Celery.
+
+    Lock order: the task row, then its runs, as ``services.cancel`` does, so a receiver and a
+    cancel never wait on each other in a cycle.
     """
 
     name: ClassVar[str] = "db"
@@ -88,9 +108,9 @@ class TaskDbPlugin(TaskHubPlugin):
 
     def get_history(self, query: HistoryQuery) -> HistoryPage:
         """Return one page of runs, newest first; pass ``page.cursor`` back for the next."""
-        return get_history(query, self.run_model.objects.all())
+        return get_history(query, self.run_model.objects.using(self.db).all())
 
-    # -- writing -------------------------------------------------------------------------------
+    # -- error handling ------------------------------------------------------------------------
 
     @property
     def db(self) -> str:
@@ -100,8 +120,8 @@ class TaskDbPlugin(TaskHubPlugin):
         try:
             fn(event)
         except Exception as exc:
-            retries = hub_settings.WRITE_RETRIES
-            if attempt >= retries:
+            self._drop_broken_connection()
+            if attempt >= hub_settings.WRITE_RETRIES:
                 logger.exception(
                     "tasks-hub gave up recording %s of %s[%s] after %d attempts",
                     event.kind,
@@ -112,69 +132,179 @@ class TaskDbPlugin(TaskHubPlugin):
                 return
             delay = hub_settings.WRITE_RETRY_DELAY * (2**attempt)
             logger.warning(
-                "tasks-hub could not record %s of %s[%s] (%s); trying again in %.1fs",
+                "tasks-hub could not record %s of %s[%s] (%s: %s); trying again in %.1fs",
                 event.kind,
                 event.name,
                 event.broker_id,
+                type(exc).__name__,
                 exc,
                 delay,
             )
-            background.submit(lambda: self._retry(fn, event, attempt + 1), delay)
+            background.submit(lambda: self._write(fn, event, attempt + 1), delay)
 
-    def _retry(self, fn: Callable[[TaskEvent], None], event: TaskEvent, attempt: int) -> None:
-        # A broken connection stays broken until closed; closing it lets Django reconnect.
-        connections[self.db].close_if_unusable_or_obsolete()
-        self._write(fn, event, attempt)
+    def _drop_broken_connection(self) -> None:
+        # A connection that failed (closed under us, server restarted) stays failed until it
+        # is closed; Django opens a new one on next use. Inside the caller's transaction the
+        # connection is theirs: the savepoint was rolled back and they carry on.
+        conn = connections[self.db]
+        if conn.in_atomic_block:
+            return
+        try:
+            conn.close()
+        except Exception:
+            logger.debug("tasks-hub could not close a failed connection", exc_info=True)
 
-    def _task_row(self, event: TaskEvent, status: str) -> Task:
-        return self.task_model(
-            pk=task_pk_for(event.broker_id),
-            name=event.name,
-            args=to_json(list(event.args) if isinstance(event.args, tuple) else event.args) or [],
-            kwargs=to_json(event.kwargs) or {},
-            options=to_json(event.options) or {},
-            status=status,
-            broker_id=event.broker_id,
-            retries=event.retries or 0,
-            parent_id=self._parent_pk(event.parent_id),
-            tags=list(event.tags),
-            attempts=1,
-            created_at=event.timestamp,
-            updated_at=event.timestamp,
-            created_by_id=event.user_id,
+    # -- the writes ----------------------------------------------------------------------------
+
+    def record_queued(self, event: TaskEvent) -> None:
+        """A publish: create the task and its run as pending, or fill in what the publisher
+        knows best when a worker's event created them first.
+
+        A retry's publish (``retries`` > 0) also ends the attempt before it as ``retrying``
+        and marks the task ``retrying`` until the next attempt starts.
+        """
+        with transaction.atomic(using=self.db):
+            task = self._ensure_task(event)
+            if task is None:
+                return
+            if not task.created and not event.retries:
+                self._fill_from_publish(event)
+            if not self._ensure_run(event, task):
+                self._runs(event).update(
+                    queued_at=Least(
+                        Coalesce(F("queued_at"), Value(event.timestamp)), Value(event.timestamp)
+                    ),
+                    **({"triggered_by_id": event.user_id} if event.user_id is not None else {}),
+                )
+            if event.retries:
+                self._runs_of(event.broker_id, event.retries - 1).filter(
+                    status__in=RUN_OPEN_STATUSES
+                ).update(status=TaskStatus.RETRYING, finished_at=event.timestamp)
+                if not task.created:
+                    self._move_task(event, TaskStatus.RETRYING, {})
+
+    def record_transition(self, event: TaskEvent) -> None:
+        """Move the task and the run to ``event.status`` where rule 1 allows; fill in the rest."""
+        status = event.status
+        run_fields, task_fields = self._fields(event)
+        with transaction.atomic(using=self.db):
+            task_moved = self._move_task(event, status, task_fields)
+            if event.redelivered:
+                self._close_redelivered(event)
+            run_moved = self._move_run(event, status, run_fields)
+            if not run_moved and event.retries is not None and not self._runs(event).exists():
+                # Published outside Django, eagerly, or in a transaction that rolled back.
+                task = self._ensure_task(event)
+                if task is None:
+                    return
+                self._ensure_run(event, task)
+                run_moved = self._move_run(event, status, run_fields)
+                task_moved = task_moved or self._move_task(event, status, task_fields)
+            if event.kind == "started":
+                self._fill_start(event, run_moved, task_moved)
+
+    def record_progress(self, event: TaskEvent) -> None:
+        """Store the progress a running task reported on its task row."""
+        tasks = self.task_model.objects.using(self.db).filter(
+            broker_id=event.broker_id, status=TaskStatus.PROCESSING
+        )
+        if event.retries is not None:
+            tasks = tasks.filter(retries=event.retries)
+        tasks.update(progress=to_json(event.progress), updated_at=event.timestamp)
+
+    # -- status moves: conditional UPDATEs (rule 1) -------------------------------------------
+
+    def _move_task(self, event: TaskEvent, status: str, fields: dict[str, Any]) -> int:
+        """Move the task to ``status``; the number of rows moved (0 or 1)."""
+        tasks = self.task_model.objects.using(self.db).filter(broker_id=event.broker_id)
+        if event.retries is None:
+            # The event does not say which attempt it is about: it ends the current one.
+            return tasks.filter(status__in=TASK_ALLOWED_FROM[status]).update(
+                status=status, updated_at=event.timestamp, **fields
+            )
+        retries = event.retries
+        allowed = TASK_ALLOWED_FROM[status]
+        if event.kind == "retried":
+            # The attempt asked for a retry: the task waits for the next attempt. Its publish
+            # usually got here first; the retry's report then only adds the error.
+            retries += 1
+            allowed = allowed | {TaskStatus.RETRYING}
+        # An event of a later attempt wins over an earlier attempt that has not ended (rule 1
+        # across retries); an event of an earlier attempt never touches a later one.
+        condition = Q(retries=retries, status__in=allowed) | Q(
+            retries__lt=retries, status__in=TASK_SUPERSEDED
+        )
+        return tasks.filter(condition).update(
+            status=status, retries=retries, updated_at=event.timestamp, **fields
         )
 
-    def _parent_pk(self, parent_broker_id: str | None) -> uuid.UUID | None:
-        if not parent_broker_id:
-            return None
-        Model = self.task_model
-        pk = (
-            Model.objects.using(self.db)
-            .filter(broker_id=parent_broker_id)
-            .values_list("pk", flat=True)
-            .first()
-            or self.run_model.objects.using(self.db)
-            .filter(broker_id=parent_broker_id)
-            .values_list("task_id", flat=True)
-            .first()
-        )
-        # The parent may not be recorded yet (its rows are written by another process);
-        # the key it will get is known, and the foreign key has no database constraint.
-        return pk or task_pk_for(parent_broker_id)
+    def _move_run(self, event: TaskEvent, status: str, fields: dict[str, Any]) -> int:
+        """Move the event's run to ``status``; the number of rows moved."""
+        runs = self._runs(event).filter(status__in=RUN_ALLOWED_FROM[status])
+        return runs.update(status=status, **fields)
 
-    def _run_row(self, event: TaskEvent, task_pk: Any, attempt: int, status: str) -> TaskRun:
-        retries = event.retries or 0
-        return self.run_model(
-            task_id=task_pk,
-            name=event.name,
-            attempt=attempt,
-            broker_id=event.broker_id,
-            retries=retries,
-            trigger=RunTrigger.RETRY if retries else RunTrigger.INITIAL,
-            triggered_by_id=event.user_id,
-            status=status,
-            queued_at=event.timestamp,
-        )
+    def _runs_of(self, broker_id: str, retries: int | None) -> Any:
+        runs = self.run_model.objects.using(self.db).for_broker_id(broker_id, retries)
+        if retries is None:
+            return runs.open()
+        return runs.current_delivery()
+
+    def _runs(self, event: TaskEvent) -> Any:
+        return self._runs_of(event.broker_id, event.retries)
+
+    @staticmethod
+    def _fields(event: TaskEvent) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The columns ``event`` sets on the run and on the task when it moves them.
+
+        An end sets every end column, even to empty, so that when a stronger end replaces a
+        weaker one (a late success after ``lost``) nothing of the weaker one is left behind.
+        """
+        kind, ts = event.kind, event.timestamp
+        worker = {"worker": event.worker} if event.worker else {}
+        if kind == "started":
+            run = {"started_at": ts, "worker": event.worker}
+            return run, {**run, "finished_at": None}
+        error, traceback = _clip(event.error), _clip(event.traceback)
+        result = to_json(event.result) if kind == "succeeded" else None
+        run = {
+            "finished_at": ts,
+            "runtime": event.runtime,
+            "result": result,
+            "error": error,
+            "traceback": traceback,
+            **worker,
+        }
+        if kind == "retried":
+            return run, {"error": error, "traceback": traceback}
+        task = {"finished_at": ts, "result": result, "error": error, "traceback": traceback}
+        return run, {**task, **worker}
+
+    def _fill_start(self, event: TaskEvent, run_moved: int, task_moved: int) -> None:
+        """A start that came after its run or task had moved on: keep when and where it ran."""
+        if not run_moved:
+            self._runs(event).filter(started_at__isnull=True).update(
+                started_at=event.timestamp, worker=event.worker
+            )
+        if not task_moved and event.retries is not None:
+            at = Value(event.timestamp)
+            self.task_model.objects.using(self.db).filter(
+                broker_id=event.broker_id, retries=event.retries
+            ).update(started_at=Greatest(Coalesce(F("started_at"), at), at), worker=event.worker)
+
+    def _fill_from_publish(self, event: TaskEvent) -> None:
+        """The first publish knows the options, the creator and the creation time best."""
+        at = Value(event.timestamp)
+        fields: dict[str, Any] = {
+            "args": self._args(event),
+            "kwargs": to_json(event.kwargs) or {},
+            "options": to_json(event.options) or {},
+            "created_at": Least(F("created_at"), at),
+        }
+        if event.user_id is not None:
+            fields["created_by_id"] = event.user_id
+        self.task_model.objects.using(self.db).filter(broker_id=event.broker_id).update(**fields)
+
+    # -- creating rows (rule 2) ----------------------------------------------------------------
 
     def _insert(self, obj: Any) -> bool:
         """INSERT ``obj``; ``False`` when a unique key says it is there already."""
@@ -185,142 +315,147 @@ class TaskDbPlugin(TaskHubPlugin):
             return False
         return True
 
-    def _ensure_run(self, event: TaskEvent) -> None:
-        """Create the task and the run ``event`` is about, when they are not there yet."""
-        if self._insert(self._task_row(event, TaskStatus.PENDING)):
-            self._insert(self._run_row(event, task_pk_for(event.broker_id), 1, TaskStatus.PENDING))
-            return
-        runs = self.run_model.objects.using(self.db)
-        if runs.for_broker_id(event.broker_id, event.retries).exists():
-            return
-        # The task exists under this broker id (a retry, or the row a restart wrote) or, for a
-        # late event of an earlier run, under another one that this broker id once had.
-        tasks = self.task_model.objects.using(self.db)
-        found = tasks.filter(broker_id=event.broker_id).values_list("pk", "attempts").first()
-        if found is None:
-            task_pk = runs.filter(broker_id=event.broker_id).values_list("task_id", flat=True)
-            pk = task_pk.first()
-            if pk is None:
-                return
-            found = tasks.filter(pk=pk).values_list("pk", "attempts").first()
-            if found is None:
-                return
-        pk, attempts = found
-        if self._insert(self._run_row(event, pk, attempts + 1, TaskStatus.PENDING)):
-            tasks.filter(pk=pk).update(attempts=F("attempts") + 1)
+    @staticmethod
+    def _args(event: TaskEvent) -> Any:
+        args = list(event.args) if isinstance(event.args, tuple) else event.args
+        return to_json(args) or []
 
-    def record_queued(self, event: TaskEvent) -> None:
-        """A publish: create the task and its run as pending; a retry's publish marks the task
-        ``retrying`` until the next attempt starts."""
-        with transaction.atomic(using=self.db):
-            self._ensure_run(event)
-            if event.retries:
-                self._update_task(event, TaskStatus.RETRYING, {})
-
-    def record_transition(self, event: TaskEvent) -> None:
-        """Move the run and its task to ``event.status`` if rule 1 allows; fill in the fields."""
-        status = event.status
-        run_fields, task_fields = self._fields(event)
-        with transaction.atomic(using=self.db):
-            if event.redelivered:
-                self._close_redelivered(event)
-            if not self._update_run(event, status, run_fields):
-                if (
-                    not self.run_model.objects.using(self.db)
-                    .for_broker_id(event.broker_id, event.retries)
-                    .exists()
-                ):
-                    # Published outside Django, eagerly, or in a transaction that rolled back.
-                    self._ensure_run(event)
-                    self._update_run(event, status, run_fields)
-                elif status == TaskStatus.PROCESSING:
-                    # The run already moved on (its end was written first): keep the start.
-                    self._runs(event).filter(started_at__isnull=True).update(
-                        started_at=event.timestamp, worker=event.worker
-                    )
-            self._update_task(event, status, task_fields)
-
-    def _runs(self, event: TaskEvent) -> Any:
-        return self.run_model.objects.using(self.db).for_broker_id(event.broker_id, event.retries)
-
-    def _update_run(self, event: TaskEvent, status: str, fields: dict[str, Any]) -> int:
-        qs = self._runs(event).filter(status__in=RUN_ALLOWED_FROM[status])
-        return qs.update(status=status, **fields)
-
-    def _update_task(self, event: TaskEvent, status: str, fields: dict[str, Any]) -> int:
-        allowed = TASK_ALLOWED_FROM[status]
-        if event.retries is None:
-            condition = Q(status__in=allowed)
-            extra: dict[str, Any] = {}
-        else:
-            # A later attempt may overtake an earlier one's events (rule 1 across retries):
-            # an event of attempt N+1 wins over any active state of attempt N, and an event of
-            # attempt N never touches a task that has reached N+1.
-            condition = Q(retries=event.retries, status__in=allowed) | Q(
-                retries__lt=event.retries, status__in=ACTIVE_STATUSES
-            )
-            extra = {"retries": event.retries}
-        qs = self.task_model.objects.using(self.db).filter(broker_id=event.broker_id)
-        return qs.filter(condition).update(
-            status=status, updated_at=event.timestamp, **extra, **fields
+    def _task_row(self, event: TaskEvent) -> Task:
+        retries = event.retries or 0
+        parent = event.parent_id if event.parent_id != event.broker_id else None
+        return self.task_model(
+            pk=task_pk_for(event.broker_id),
+            name=event.name,
+            args=self._args(event),
+            kwargs=to_json(event.kwargs) or {},
+            options=to_json(event.options) or {},
+            status=TaskStatus.RETRYING if retries else TaskStatus.PENDING,
+            broker_id=event.broker_id,
+            retries=retries,
+            parent_id=self._parent_pk(parent),
+            tags=list(event.tags),
+            attempts=1 + retries,
+            created_at=event.timestamp,
+            updated_at=event.timestamp,
+            created_by_id=event.user_id,
         )
 
+    def _parent_pk(self, parent_broker_id: str | None) -> uuid.UUID | None:
+        if not parent_broker_id:
+            return None
+        pk = (
+            self.task_model.objects.using(self.db)
+            .filter(broker_id=parent_broker_id)
+            .values_list("pk", flat=True)
+            .first()
+            or self.run_model.objects.using(self.db)
+            .filter(broker_id=parent_broker_id)
+            .values_list("task_id", flat=True)
+            .first()
+        )
+        # The parent may not be recorded yet (another process writes its rows); the key it
+        # will get is known, and the foreign key has no database constraint.
+        return pk or task_pk_for(parent_broker_id)
+
+    def _ensure_task(self, event: TaskEvent) -> _TaskRef | None:
+        """The task ``event`` is about, created when this is the first event of its broker id.
+
+        ``None`` for a late event of a broker id no task knows any more (its task deleted).
+        """
+        tasks = self.task_model.objects.using(self.db)
+
+        def current() -> _TaskRef | None:
+            found = tasks.filter(broker_id=event.broker_id).values_list("pk", "attempts").first()
+            return None if found is None else _TaskRef(found[0], found[1], created=False)
+
+        # A first attempt is usually new; a later attempt's task is usually there already.
+        if event.retries and (ref := current()) is not None:
+            return ref
+        row = self._task_row(event)
+        if self._insert(row):
+            return _TaskRef(row.pk, row.attempts, created=True)
+        if (ref := current()) is not None:
+            return ref
+        # A late event of a broker id the task had before a restart: find it by its runs.
+        runs = self.run_model.objects.using(self.db).filter(broker_id=event.broker_id)
+        pk = runs.values_list("task_id", flat=True).first() or task_pk_for(event.broker_id)
+        found = tasks.filter(pk=pk).values_list("pk", "attempts").first()
+        return None if found is None else _TaskRef(found[0], found[1], created=False)
+
+    def _attempt_number(self, event: TaskEvent, task: _TaskRef) -> int:
+        """The run's ``attempt``: a function of the broker id and the retry count, not of the
+        order runs are created in, so an attempt recorded before the one ahead of it is
+        numbered the same as in order."""
+        retries = event.retries or 0
+        if task.created or task.pk == task_pk_for(event.broker_id):
+            base = 1  # The task's first broker id.
+        else:
+            # A restart's broker id: its first run was written by the restart.
+            first = self._runs_of(event.broker_id, 0).filter(delivery=0)
+            base = first.values_list("attempt", flat=True).first() or task.attempts + 1
+        redelivered = 0
+        if retries and not task.created:
+            redelivered = (
+                self.run_model.objects.using(self.db)
+                .filter(broker_id=event.broker_id, retries__lt=retries, delivery__gt=0)
+                .count()
+            )
+        return base + retries + redelivered
+
+    def _ensure_run(self, event: TaskEvent, task: _TaskRef) -> bool:
+        """Create the run ``event`` is about; ``False`` when it is there already."""
+        retries = event.retries or 0
+        attempt = self._attempt_number(event, task)
+        run = self.run_model(
+            task_id=task.pk,
+            name=event.name,
+            attempt=attempt,
+            broker_id=event.broker_id,
+            retries=retries,
+            trigger=RunTrigger.RETRY if retries else RunTrigger.INITIAL,
+            triggered_by_id=event.user_id,
+            status=TaskStatus.PENDING,
+            queued_at=event.timestamp,
+        )
+        if not self._insert(run):
+            return False
+        if attempt > task.attempts:
+            self.task_model.objects.using(self.db).filter(pk=task.pk).update(
+                attempts=Greatest(F("attempts"), Value(attempt))
+            )
+        return True
+
     def _close_redelivered(self, event: TaskEvent) -> None:
-        """A redelivered message (``acks_late`` after a worker died) ends the open run as lost
-        and opens a new run for the new delivery, instead of bringing the old one back."""
-        closed = (
+        """A redelivered message (``acks_late`` after a worker died) ends the run that was
+        processing as lost and opens a new run for the new delivery, instead of bringing the
+        old one back."""
+        previous = (
             self._runs(event)
             .filter(status=TaskStatus.PROCESSING)
-            .update(
-                status=TaskStatus.LOST,
-                finished_at=event.timestamp,
-                error="The worker running this attempt was lost; the broker delivered it again.",
-            )
+            .values_list("pk", "task_id", "delivery", "attempt")
+            .first()
+        )
+        if previous is None:
+            return
+        pk, task_pk, delivery, attempt = previous
+        runs = self.run_model.objects.using(self.db)
+        closed = runs.filter(pk=pk, status=TaskStatus.PROCESSING).update(
+            status=TaskStatus.LOST, finished_at=event.timestamp, error=REDELIVERED_ERROR
         )
         if not closed:
             return
-        runs = self._runs(event)
-        previous = runs.order_by("-delivery").first()
-        if previous is None:
-            return
-        tasks = self.task_model.objects.using(self.db)
-        attempts = tasks.filter(pk=previous.task_id).values_list("attempts", flat=True).first()
-        run = self._run_row(event, previous.task_id, (attempts or 0) + 1, TaskStatus.PENDING)
-        run.delivery = previous.delivery + 1
-        run.trigger = RunTrigger.REDELIVERED
-        run.triggered_by_id = None
+        run = self.run_model(
+            task_id=task_pk,
+            name=event.name,
+            attempt=attempt + 1,
+            broker_id=event.broker_id,
+            retries=event.retries or 0,
+            delivery=delivery + 1,
+            trigger=RunTrigger.REDELIVERED,
+            status=TaskStatus.PENDING,
+            queued_at=event.timestamp,
+        )
         if self._insert(run):
-            tasks.filter(pk=previous.task_id).update(attempts=F("attempts") + 1)
-
-    @staticmethod
-    def _fields(event: TaskEvent) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The columns ``event`` fills in, for the run and for the task."""
-        kind = event.kind
-        ts = event.timestamp
-        if kind == "started":
-            run = {"started_at": ts, "worker": event.worker}
-            task = {"started_at": ts, "worker": event.worker, "finished_at": None}
-            return run, task
-        run = {"finished_at": ts}
-        task: dict[str, Any] = {}
-        if event.runtime is not None:
-            run["runtime"] = event.runtime
-        if event.worker:
-            run["worker"] = event.worker
-        if kind == "succeeded":
-            result = to_json(event.result)
-            run["result"] = result
-            task.update(result=result, error="", traceback="", finished_at=ts)
-        elif kind == "retried":
-            run.update(error=_clip(event.error), traceback=_clip(event.traceback))
-            task.update(error=_clip(event.error), traceback=_clip(event.traceback))
-        else:
-            run.update(error=_clip(event.error), traceback=_clip(event.traceback))
-            task.update(error=_clip(event.error), traceback=_clip(event.traceback), finished_at=ts)
-        return run, task
-
-    def record_progress(self, event: TaskEvent) -> None:
-        """Store the progress a running task reported."""
-        self.task_model.objects.using(self.db).filter(
-            broker_id=event.broker_id, status=TaskStatus.PROCESSING
-        ).update(progress=to_json(event.progress), updated_at=event.timestamp)
+            self.task_model.objects.using(self.db).filter(pk=task_pk).update(
+                attempts=Greatest(F("attempts"), Value(attempt + 1))
+            )
