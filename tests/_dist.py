@@ -22,8 +22,8 @@ PACKAGE = "django_tasks_hub"
 
 #: Why the packaging and newcomer tests run in one pass only.
 SQLITE_ONLY_REASON = (
-    "runs in the SQLite pass only: it builds the package and uses its own throw-away "
-    "project, so the database and broker of this pass play no part; the SQLite pass covers it"
+    "runs in the SQLite pass only: it builds the package in a tmp dir and needs neither this "
+    "pass's PostgreSQL nor its Redis (the newcomer project has its own SQLite and broker folder)"
 )
 
 

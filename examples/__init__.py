@@ -1,0 +1,1 @@
+"""Examples that go with the documentation; each one is tested in tests/."""

@@ -1,0 +1,71 @@
+"""A plugin that posts every failed or lost task to a webhook (docs/plugins.md)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import urllib.request
+from typing import Any, ClassVar
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.serializers.json import DjangoJSONEncoder
+
+from django_tasks_hub.plugins.base import TaskEvent, TaskHubPlugin
+
+logger = logging.getLogger(__name__)
+
+
+class FailureWebhookPlugin(TaskHubPlugin):
+    """POSTs a JSON message to ``settings.TASKS_HUB_FAILURE_WEBHOOK_URL`` when a task fails.
+
+    The message has a ``text`` line (what chat webhooks display) and the details as fields.
+    """
+
+    name: ClassVar[str] = "failure-webhook"
+    timeout: ClassVar[float] = 5.0
+
+    def __init__(self) -> None:
+        self.url: str = getattr(settings, "TASKS_HUB_FAILURE_WEBHOOK_URL", "")
+        if not self.url:
+            raise ImproperlyConfigured(
+                "FailureWebhookPlugin needs settings.TASKS_HUB_FAILURE_WEBHOOK_URL: "
+                "the URL to POST failed tasks to."
+            )
+
+    def on_failed(self, event: TaskEvent) -> None:
+        self.notify(event)
+
+    def on_lost(self, event: TaskEvent) -> None:
+        self.notify(event)
+
+    def payload(self, event: TaskEvent) -> dict[str, Any]:
+        """The JSON body: override this to match what your webhook expects."""
+        return {
+            "text": f"Task {event.name} {event.status}: {event.error or 'no error message'}",
+            "task": event.name,
+            "status": event.status,
+            "broker_id": event.broker_id,
+            "retries": event.retries,
+            "error": event.error,
+            "traceback": event.traceback[-2000:],
+            "worker": event.worker,
+            "at": event.timestamp,
+        }
+
+    def notify(self, event: TaskEvent) -> None:
+        body = json.dumps(self.payload(event), cls=DjangoJSONEncoder).encode()
+        # Hooks run inside the worker: the request goes out on its own thread, so a slow or
+        # dead webhook never holds up the task or the worker.
+        threading.Thread(target=self.post, args=(body,), daemon=True).start()
+
+    def post(self, body: bytes) -> None:
+        request = urllib.request.Request(
+            self.url, data=body, headers={"Content-Type": "application/json"}, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                response.read()
+        except OSError as exc:
+            logger.warning("failure webhook %s did not take the message: %s", self.url, exc)
