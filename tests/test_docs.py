@@ -1,0 +1,63 @@
+"""The docs follow the code: every setting with its default, the transition tables, the nav."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from django_tasks_hub.conf import DEFAULTS
+from django_tasks_hub.states import RUN_ALLOWED_FROM, TASK_ALLOWED_FROM
+from tests.conftest import ROOT
+
+DOCS = ROOT / "docs"
+
+
+def sections(text: str) -> dict[str, str]:
+    """The ``### `KEY` `` sections of a page, by key."""
+    parts = re.split(r"^### `([A-Z_]+)`\s*$", text, flags=re.MULTILINE)
+    return {parts[i]: parts[i + 1] for i in range(1, len(parts), 2)}
+
+
+def test_configuration_documents_every_setting_with_its_default():
+    documented = sections((DOCS / "configuration.md").read_text())
+    missing = sorted(set(DEFAULTS) - set(documented))
+    assert not missing, f"docs/configuration.md has no section for {missing}"
+    stale = sorted(set(documented) - set(DEFAULTS))
+    assert not stale, f"docs/configuration.md documents settings that do not exist: {stale}"
+    for key, default in DEFAULTS.items():
+        assert f"Default: `{default!r}`" in documented[key], (
+            f"docs/configuration.md: {key} should say Default: `{default!r}`"
+        )
+
+
+def transition_table(text: str, heading: str) -> dict[str, set[str]]:
+    """The ``| to | allowed from |`` table after ``heading``, as {target: sources}."""
+    after = text.split(heading, 1)[1]
+    table = re.search(r"\| to \| allowed from \|\n\|[- |]+\|\n((?:\|.*\|\n)+)", after)
+    assert table, f"no transition table after {heading!r}"
+    allowed: dict[str, set[str]] = {}
+    for row in table.group(1).splitlines():
+        to, sources = row.strip("|").split("|")
+        # Words in parentheses explain; only the backticked statuses before them count.
+        sources = sources.split("(")[0]
+        for target in re.findall(r"`(\w+)`", to):
+            allowed[target] = set(re.findall(r"`(\w+)`", sources))
+    return allowed
+
+
+@pytest.mark.parametrize(
+    ("heading", "rules"),
+    [("For a **task**", TASK_ALLOWED_FROM), ("For a **run**", RUN_ALLOWED_FROM)],
+)
+def test_concepts_transition_tables_are_the_ones_in_states(heading, rules):
+    documented = transition_table((DOCS / "concepts.md").read_text(), heading)
+    assert documented == {str(k): {str(s) for s in v} for k, v in rules.items()}
+
+
+def test_every_page_is_in_the_nav():
+    nav = (ROOT / "mkdocs.yml").read_text()
+    pages = sorted(p.name for p in DOCS.glob("*.md"))
+    assert pages, "no docs pages"
+    for page in pages:
+        assert f": {page}" in nav, f"{page} is not in the nav of mkdocs.yml"
