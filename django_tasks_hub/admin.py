@@ -16,7 +16,7 @@ from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connections, models
+from django.db import connections, models, router
 from django.db.models import Q, QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -255,6 +255,14 @@ class StatusFilter(admin.SimpleListFilter):
         return queryset
 
 
+def _request_names(request: HttpRequest, model: type[models.Model]) -> list[str]:
+    """The task names of ``model``, looked up once per request (the list asks twice)."""
+    cache: dict[Any, list[str]] = request.__dict__.setdefault("_tasks_hub_names", {})
+    if model not in cache:
+        cache[model] = distinct_names(model, router.db_for_read(model))
+    return cache[model]
+
+
 class NameFilter(admin.SimpleListFilter):
     """Task name: the names come from an index skip scan, never from counting rows."""
 
@@ -262,8 +270,7 @@ class NameFilter(admin.SimpleListFilter):
     parameter_name = "name"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        model = model_admin.model
-        names = distinct_names(model, model_admin.get_queryset(request).db)
+        names = list(_request_names(request, model_admin.model))
         selected = self.value()
         if selected and selected not in names:
             names.append(selected)
@@ -299,7 +306,9 @@ class ScalableListMixin:
         return TasksHubChangeList
 
 
-def _search(model: type[models.Model], queryset: QuerySet[Any], term: str) -> QuerySet[Any]:
+def _search(
+    request: HttpRequest, model: type[models.Model], queryset: QuerySet[Any], term: str
+) -> QuerySet[Any]:
     """Match an id, a task id (runs), a broker id, or part of a task name: each indexed."""
     term = term.strip()
     condition = Q(broker_id=term)
@@ -312,7 +321,7 @@ def _search(model: type[models.Model], queryset: QuerySet[Any], term: str) -> Qu
     if model is TaskRun and term.isdigit():
         condition |= Q(pk=int(term))
     lowered = term.lower()
-    names = [n for n in distinct_names(model, queryset.db) if lowered in n.lower()]
+    names = [n for n in _request_names(request, model) if lowered in n.lower()]
     if names:
         condition |= Q(name__in=names)
     return queryset.filter(condition)
@@ -496,7 +505,7 @@ class TaskAdmin(ScalableListMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     ) -> tuple[QuerySet[Any], bool]:
         if not search_term.strip():
             return queryset, False
-        return _search(self.model, queryset, search_term), False
+        return _search(request, self.model, queryset, search_term), False
 
     @admin.display(description=_("status"), ordering="status")
     def status_badge(self, task: Task) -> SafeString:
@@ -876,7 +885,7 @@ class TaskRunAdmin(ScalableListMixin, ReadOnlyAdminMixin, RunDisplayMixin, admin
     ) -> tuple[QuerySet[Any], bool]:
         if not search_term.strip():
             return queryset, False
-        return _search(self.model, queryset, search_term), False
+        return _search(request, self.model, queryset, search_term), False
 
     @admin.display(description=_("task"), ordering="name")
     def task_link(self, run: TaskRun) -> SafeString:

@@ -32,6 +32,10 @@ def _has_rows(qs: Any, name: str, field: Any, start: datetime.date, end: datetim
     return bool(qs.filter(**{f"{name}__gte": low, f"{name}__lt": high}).exists())
 
 
+def _date(value: datetime.date | datetime.datetime) -> datetime.date:
+    return value.date() if isinstance(value, datetime.datetime) else value
+
+
 def _int(value: Any) -> int | None:
     try:
         return int(value)
@@ -59,6 +63,9 @@ def tasks_hub_date_hierarchy(cl: Any) -> dict[str, Any]:
     def link(filters: dict[str, Any]) -> str:
         return str(cl.get_query_string(filters, [f"{name}__"]))
 
+    # Without a date chosen, the first and last dates bound the links to probe.
+    low: datetime.date | None = None
+    high: datetime.date | None = None
     if year is None:
         span = qs.aggregate(first=models.Min(name), last=models.Max(name))
         first, last = span["first"], span["last"]
@@ -66,6 +73,7 @@ def tasks_hub_date_hierarchy(cl: Any) -> dict[str, Any]:
             return {"show": True, "back": None, "choices": []}
         if isinstance(first, datetime.datetime) and timezone.is_aware(first):
             first, last = timezone.localtime(first), timezone.localtime(last)
+        low, high = _date(first), _date(last)
         if first.year == last.year:
             year = first.year
             if first.month == last.month:
@@ -93,9 +101,11 @@ def tasks_hub_date_hierarchy(cl: Any) -> dict[str, Any]:
             "choices": [{"title": capfirst(formats.date_format(shown, "MONTH_DAY_FORMAT"))}],
         }
     if month is not None:
-        days = calendar.monthrange(year, month)[1]
+        days = range(1, calendar.monthrange(year, month)[1] + 1)
+        if low and high:
+            days = range(low.day, high.day + 1)
         choices = []
-        for d in range(1, days + 1):
+        for d in days:
             date = datetime.date(year, month, d)
             if _has_rows(qs, name, field, date, date + datetime.timedelta(days=1)):
                 choices.append(
@@ -111,8 +121,9 @@ def tasks_hub_date_hierarchy(cl: Any) -> dict[str, Any]:
             "back": {"link": link({f"{name}__year": year}), "title": str(year)},
             "choices": choices,
         }
+    months = range(low.month, high.month + 1) if low and high else range(1, 13)
     choices = []
-    for m in range(1, 13):
+    for m in months:
         start = datetime.date(year, m, 1)
         end = datetime.date(year + 1, 1, 1) if m == 12 else datetime.date(year, m + 1, 1)
         if _has_rows(qs, name, field, start, end):

@@ -176,3 +176,18 @@ def test_actions_listed_by_permission(client, restarter, canceller, superuser, m
     client.force_login(superuser)
     text = client.get(URL).text
     assert "Cancel selected tasks" in text and "Restart selected tasks" in text
+
+
+def test_date_hierarchy_days_come_from_index_probes(client, superuser, make_task):
+    march = datetime.datetime(2025, 3, 3, 12, tzinfo=datetime.UTC)
+    make_task("demo.add", "done", created_at=march)
+    make_task("demo.add", "done", created_at=march + datetime.timedelta(days=2))
+    client.force_login(superuser)
+    with CaptureQueriesContext(connection) as queries:
+        text = client.get(URL).text
+    days = re.findall(r"created_at__day=(\d+)", text)
+    assert sorted(set(days), key=int) == ["3", "5"]
+    # One probe per day between the first and the last task, no DISTINCT over the rows.
+    probes = [q for q in queries if '"created_at" >=' in q["sql"] and "LIMIT 1" in q["sql"]]
+    assert len(probes) == 3
+    assert not [q for q in queries if "DISTINCT" in q["sql"].upper()]
