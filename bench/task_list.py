@@ -5,8 +5,9 @@
 Uses the million-task database of ``history_depth.py`` (filled once, kept). For each filter
 (by status, by name, both, none) it times the first page of 50 tasks, newest first, three
 ways: the QuerySet method plus ``TaskSerializer`` (what the list view does), a ``count()`` of
-the filtered set (what a paginator that counts would add), and a GET of the API list view
-through Django's test client (server time, no network) when the test project mounts it.
+the filtered set (what a paginator that counts would add), and a GET of each API list view
+the test project mounts (``/api/list``, the seed's plain list, and ``/api/tasks/``, the REST
+list) through Django's test client: server time, no network.
 Goal: under 100 ms server time at p50.
 """
 
@@ -23,15 +24,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.bigdata import DEFAULT_BIG_DB, ensure_big_database, timed
 from bench.common import base_env, percentile
 
-# Where the list view may be mounted; the first that answers 200 is used.
-CANDIDATE_URLS = ("/api/tasks/list", "/api/list", "/api/tasks/", "/tasks/list")
+# Where the test project mounts the list views: the seed's plain list and the REST list.
+CANDIDATE_URLS = ("/api/list", "/api/tasks/")
 
 
-def find_list_url(client: Any, explicit: str) -> str:
-    for url in (explicit,) if explicit else CANDIDATE_URLS:
-        if client.get(url, {"limit": 1}).status_code == 200:
-            return url
-    return ""
+def find_list_urls(client: Any, explicit: str) -> list[str]:
+    """The list views that answer 200 here."""
+    urls = [explicit] if explicit else list(CANDIDATE_URLS)
+    return [url for url in urls if client.get(url, {"limit": 1}).status_code == 200]
 
 
 def main() -> None:
@@ -42,8 +42,9 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--limit", type=int, default=50)
-    parser.add_argument("--url", default="", help="path of the API list view")
+    parser.add_argument("--url", default="", help="path of an API list view to time")
     parser.add_argument("--rebuild", action="store_true")
+    parser.add_argument("--explain", action="store_true", help="print each page's query plan")
     opts = parser.parse_args()
     ensure_big_database(opts.db_url, opts.rows, opts.rebuild)
     os.environ.update(base_env("hub", opts.db_url, "redis://127.0.0.1:6379/5"))
@@ -72,12 +73,12 @@ def main() -> None:
     )
     client = Client()
     client.force_login(user)
-    url = find_list_url(client, opts.url)
+    urls = find_list_urls(client, opts.url)
 
     print(f"machine: {machine()}")
     print(
         f"task list: {Task.objects.count():,} tasks, first page of {opts.limit}, "
-        f"p50/p90 of {opts.repeat}; API view: {url or 'not mounted in testproject.urls'}"
+        f"p50/p90 of {opts.repeat}, ms; API views: {', '.join(urls) or 'none mounted'}"
     )
     limit = opts.limit
     cases: list[tuple[str, Any, dict[str, str]]] = [
@@ -93,31 +94,29 @@ def main() -> None:
         ),
         ("tag=reports", Task.objects.tagged("reports"), {"tag": "reports"}),
     ]
-    print(f"{'filter':<20} {'queryset+serializer':>20} {'count()':>17} {'API view':>17}   goal")
+    columns = ["queryset+serializer", "count()", *(f"GET {u}" for u in urls)]
+    print(f"{'filter':<20}" + "".join(f"{c:>20}" for c in columns) + "   goal (<100 ms p50)")
     for label, qs, params in cases:
         qs = qs.order_by("-created_at")
 
         def page(qs: Any = qs) -> Any:
             return TaskSerializer(list(qs[:limit]), many=True).data
 
-        s = timed(page, opts.repeat)
-        c = timed(lambda qs=qs: qs.count(), max(3, opts.repeat // 5))
-        a: list[float] = []
-        if url:
+        cells = [timed(page, opts.repeat), timed(lambda qs=qs: qs.count(), opts.repeat)]
+        for url in urls:
 
-            def get(params: dict[str, str] = params) -> None:
+            def get(url: str = url, params: dict[str, str] = params) -> None:
                 response = client.get(url, {**params, "limit": limit})
                 assert response.status_code == 200, (response.status_code, response.content[:300])
 
-            a = timed(get, opts.repeat)
-        api = f"{percentile(a, 50):>7.1f}/{percentile(a, 90):<6.1f}ms" if a else f"{'-':>15}"
-        worst = percentile(a, 50) if a else percentile(s, 50)
-        print(
-            f"{label:<20} {percentile(s, 50):>10.1f}/{percentile(s, 90):<6.1f}ms"
-            f" {percentile(c, 50):>8.1f}/{percentile(c, 90):<6.1f}ms {api}"
-            f"   {'met' if worst < 100 else 'MISSED'}",
-            flush=True,
-        )
+            cells.append(timed(get, opts.repeat))
+        # The goal is about what a user waits for: the API view when there is one.
+        judged = cells[2:] or cells[:1]
+        worst = max(percentile(c, 50) for c in judged)
+        line = "".join(f"{percentile(c, 50):>12.1f} /{percentile(c, 90):>6.1f}" for c in cells)
+        print(f"{label:<20}{line}   {'met' if worst < 100 else 'MISSED'}", flush=True)
+        if opts.explain:
+            print("\n".join("    " + row for row in qs[:limit].explain(analyze=True).splitlines()))
 
 
 if __name__ == "__main__":

@@ -158,6 +158,11 @@ def main() -> None:
         default=0,
         help="set CELERY_DB_REUSE_MAX (Celery closes connections per task without)",
     )
+    parser.add_argument(
+        "--hub-prerun-last",
+        action="store_true",
+        help="experiment: run the hub's start receiver after Celery's Django fixup",
+    )
     parser.add_argument("--latency-tasks", type=int, default=500, help="0 skips the latency run")
     parser.add_argument("--latency-rate", type=float, default=50.0, help="tasks/s while polling")
     parser.add_argument("--timeout", type=float, default=300.0)
@@ -165,6 +170,8 @@ def main() -> None:
     opts = parser.parse_args()  # fmt: skip
     modes = [m.strip() for m in opts.modes.split(",") if m.strip()]
     extra_env = {"BENCH_DB_REUSE_MAX": str(opts.db_reuse_max)} if opts.db_reuse_max else {}
+    if opts.hub_prerun_last:
+        extra_env["BENCH_HUB_PRERUN_LAST"] = "1"
 
     from bench.common import machine
 
@@ -173,6 +180,7 @@ def main() -> None:
         f"throughput: {opts.tasks} no-op tasks, pool {opts.pool} x{opts.concurrency}, "
         f"PostgreSQL {opts.db_url.rsplit('/', 1)[-1]} + Redis {opts.broker_url}, "
         f"CELERY_DB_REUSE_MAX={opts.db_reuse_max or 'unset'}, {opts.repeat} round(s)"
+        f"{', hub start receiver after the fixup' if opts.hub_prerun_last else ''}"
     )
     ensure_database(opts.db_url)
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
