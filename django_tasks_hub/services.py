@@ -71,7 +71,7 @@ def _rows(task: AbstractTask) -> QuerySet[Any]:
 
 def _broker_error(exc: BaseException, what: str, **detail: Any) -> BrokerUnavailable:
     return BrokerUnavailable(
-        f"The broker could not be reached, so the task was not {what}: {exc}. "
+        f"The broker could not be reached, so the task was not {what}: {str(exc).rstrip('.')}. "
         "Check that the broker is running, then try again.",
         **detail,
     )

@@ -16,7 +16,7 @@ except ImportError:  # drf-spectacular is the optional "openapi" extra.
     class OpenApiTypes:  # type: ignore[no-redef]
         """Stand-ins for the type names used in the annotations."""
 
-        UUID = STR = INT = OBJECT = None
+        UUID = STR = INT = DATETIME = OBJECT = None
 
     class OpenApiParameter:  # type: ignore[no-redef]
         """Accepts the arguments and keeps nothing."""

@@ -167,7 +167,17 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, BaseTaskView
         """Revoke this active task and mark it canceled."""
         return self.do_cancel()
 
-    @extend_schema(summary="Runs of a task", responses=TaskRunPageSerializer)
+    @extend_schema(
+        summary="Runs of a task",
+        responses=TaskRunPageSerializer,
+        parameters=[
+            OpenApiParameter("cursor", OpenApiTypes.STR, OpenApiParameter.QUERY),
+            OpenApiParameter("limit", OpenApiTypes.INT, OpenApiParameter.QUERY),
+            OpenApiParameter("status", OpenApiTypes.STR, OpenApiParameter.QUERY),
+            OpenApiParameter("start", OpenApiTypes.DATETIME, OpenApiParameter.QUERY),
+            OpenApiParameter("end", OpenApiTypes.DATETIME, OpenApiParameter.QUERY),
+        ],
+    )
     @action(
         detail=True,
         methods=["get"],
