@@ -63,6 +63,8 @@ def test_demo_tasks_leave_a_task_in_every_status(subprocess_worker):
     assert all(t.error == "Canceled by demo." for t in canceled)
     assert Task.objects.filter(parent__isnull=False, name="demo.add").exists()
 
+    # The summary is printed once the lost task is recorded.
+    assert "lost 1" in printed and "refused 1" in printed
     for where in (
         "http://127.0.0.1:8765/admin/django_tasks_hub/task/",
         "http://127.0.0.1:8765/api/list",

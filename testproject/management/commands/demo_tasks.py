@@ -85,7 +85,7 @@ class Command(BaseCommand):
             user,
             {"message": "The monthly report could not be built: the source file is missing."},
         )
-        self.send("lost: its pool process dies mid-run", tasks.crash, user)
+        crash = self.send("lost: its pool process dies mid-run", tasks.crash, user)
         chain = (tasks.add.s(1, 2) | tasks.add.s(10)).apply_async()
         self.stdout.write(f"  sent a chain add | add ({chain.id}): the second has a parent")
         refused = services.get_celery_app().send_task("demo.no_such_task", args=(1,))
@@ -103,6 +103,9 @@ class Command(BaseCommand):
         if failed is not None:
             self.until(failed, TaskStatus.FAILED)
             self.act("restart", failed, user)
+        if crash is not None:
+            # The worker notices a dead pool process a few seconds later; count it once it has.
+            self.until(crash, TaskStatus.LOST)
 
         self.summary(str(options["addr"]))
 
