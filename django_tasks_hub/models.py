@@ -21,7 +21,7 @@ from django_tasks_hub.states import (
 )
 
 if TYPE_CHECKING:
-    from django.db.models.manager import RelatedManager
+    from django.db.models.fields.related_descriptors import RelatedManager
 
 
 class TaskQuerySet(models.QuerySet):
@@ -83,6 +83,19 @@ class TaskRunQuerySet(models.QuerySet):
         """Runs of one Celery message; ``retries`` narrows to one attempt."""
         qs = self.filter(broker_id=broker_id)
         return qs if retries is None else qs.filter(retries=retries)
+
+    def current_delivery(self) -> TaskRunQuerySet:
+        """Runs not replaced by a later delivery of the same attempt (``acks_late`` redelivery).
+
+        A lifecycle event names a broker id and a retry count; this keeps it to the run of the
+        delivery that is running now, not the one that was lost before it.
+        """
+        later = self.model._default_manager.filter(
+            broker_id=OuterRef("broker_id"),
+            retries=OuterRef("retries"),
+            delivery__gt=OuterRef("delivery"),
+        )
+        return self.exclude(Exists(later))
 
     def newest_first(self) -> TaskRunQuerySet:
         """Runs ordered by id, newest first: the order the cursor pages in."""

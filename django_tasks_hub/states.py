@@ -35,37 +35,58 @@ TERMINAL_STATUSES: frozenset[str] = frozenset(
     {TaskStatus.DONE, TaskStatus.FAILED, TaskStatus.CANCELED, TaskStatus.REFUSED, TaskStatus.LOST}
 )
 
-# Rule 1 of the design: a row takes a status only from one of these. Nothing leaves a terminal
-# status (only a restart, which starts a new run), so late and duplicate events change nothing.
-_CLOSED_FROM_ACTIVE = frozenset(ACTIVE_STATUSES)
+# Rule 1 of the design, made independent of arrival order. A status only ever moves up this
+# order, so the status a row ends in is the strongest event it received, whatever the order the
+# events came in. Among the ends of one attempt, evidence from the process that ran it beats an
+# inference (``lost``: the worker did not answer) and a refusal, and a cancel beats everything:
+# once a person or a revoke cancelled an attempt, a late report of it changes nothing.
+#: The ends of an attempt, weakest first.
+END_PRECEDENCE: tuple[str, ...] = (
+    TaskStatus.LOST,
+    TaskStatus.REFUSED,
+    TaskStatus.RETRYING,
+    TaskStatus.FAILED,
+    TaskStatus.DONE,
+    TaskStatus.CANCELED,
+)
 
-#: For a task: ``retrying`` -> ``processing`` is the task starting its next attempt.
-TASK_ALLOWED_FROM: dict[str, frozenset[str]] = {
-    TaskStatus.PENDING: frozenset(),
-    TaskStatus.PROCESSING: frozenset({TaskStatus.PENDING, TaskStatus.RETRYING}),
-    TaskStatus.RETRYING: frozenset({TaskStatus.PENDING, TaskStatus.PROCESSING}),
-    TaskStatus.DONE: _CLOSED_FROM_ACTIVE,
-    TaskStatus.FAILED: _CLOSED_FROM_ACTIVE,
-    TaskStatus.CANCELED: _CLOSED_FROM_ACTIVE,
-    TaskStatus.REFUSED: _CLOSED_FROM_ACTIVE,
-    TaskStatus.LOST: _CLOSED_FROM_ACTIVE,
-}
 
-#: For a run: an attempt that ends in ``retrying`` is closed for good; its next attempt is
-#: another run, so a late duplicate of its start can never reopen it.
-_RUN_OPEN = frozenset({TaskStatus.PENDING, TaskStatus.PROCESSING})
+def _weaker_ends(status: str) -> frozenset[str]:
+    return frozenset(END_PRECEDENCE[: END_PRECEDENCE.index(status)])
+
+
+#: Run statuses in which the attempt is still going.
+RUN_OPEN_STATUSES: frozenset[str] = frozenset({TaskStatus.PENDING, TaskStatus.PROCESSING})
+
+#: For a run (one attempt): the statuses it may take ``target`` from. ``retrying`` is an end
+#: here (the attempt asked for a retry; the next attempt is another run) and may be taken
+#: again from itself, so the retry's own report fills in what the next attempt's publish,
+#: which comes first, could not know (error, traceback, runtime).
 RUN_ALLOWED_FROM: dict[str, frozenset[str]] = {
     TaskStatus.PENDING: frozenset(),
     TaskStatus.PROCESSING: frozenset({TaskStatus.PENDING}),
-    TaskStatus.RETRYING: _RUN_OPEN,
-    TaskStatus.DONE: _RUN_OPEN,
-    TaskStatus.FAILED: _RUN_OPEN,
-    TaskStatus.CANCELED: _RUN_OPEN,
-    TaskStatus.REFUSED: _RUN_OPEN,
-    TaskStatus.LOST: _RUN_OPEN,
+    **{end: RUN_OPEN_STATUSES | _weaker_ends(end) for end in END_PRECEDENCE},
 }
-#: Run statuses in which the attempt is still going.
-RUN_OPEN_STATUSES: frozenset[str] = _RUN_OPEN
+RUN_ALLOWED_FROM[TaskStatus.RETRYING] |= {TaskStatus.RETRYING}
+
+#: For a task, between events of the same attempt: ``retrying`` means "waiting for the next
+#: attempt", on the same footing as ``pending``; an event of a later attempt wins over any
+#: active status of an earlier one (see :data:`TASK_SUPERSEDED`).
+TASK_ALLOWED_FROM: dict[str, frozenset[str]] = {
+    TaskStatus.PENDING: frozenset(),
+    TaskStatus.RETRYING: frozenset({TaskStatus.PENDING}),
+    TaskStatus.PROCESSING: frozenset({TaskStatus.PENDING, TaskStatus.RETRYING}),
+    **{
+        end: ACTIVE_STATUSES | (_weaker_ends(end) - {TaskStatus.RETRYING})
+        for end in END_PRECEDENCE
+        if end != TaskStatus.RETRYING
+    },
+}
+
+#: A task in one of these statuses takes any event of a later attempt (a higher Celery retry
+#: count): the earlier attempt is over. ``lost`` is here because it is only an inference; a
+#: cancelled, failed or finished task stays as it is.
+TASK_SUPERSEDED: frozenset[str] = ACTIVE_STATUSES | {TaskStatus.LOST}
 
 
 def can_transition(current: str, target: str) -> bool:

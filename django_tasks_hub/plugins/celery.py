@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from billiard.exceptions import WorkerLostError
 from celery import signals
+from celery.utils.dispatch import Signal
 from django.utils import timezone
 
 from django_tasks_hub.background import background
@@ -110,6 +113,34 @@ def on_before_task_publish(
     )
 
 
+def _request_event(kind: str, task: Any, request: Any, **fields: Any) -> TaskEvent:
+    """The event ``kind`` of the attempt ``request`` (a Celery request context) describes.
+
+    Every event carries what is needed to create the rows, since any of them may be the first
+    one the database sees (rule 2).
+    """
+    retries = getattr(request, "retries", None)
+    delivery_info = getattr(request, "delivery_info", None) or {}
+    values: dict[str, Any] = {
+        "kind": kind,
+        "broker_id": str(request.id),
+        "name": task.name,
+        "timestamp": timezone.now(),
+        "retries": int(retries or 0),
+        "args": getattr(request, "args", None),
+        "kwargs": getattr(request, "kwargs", None),
+        "parent_id": getattr(request, "parent_id", None),
+        "root_id": getattr(request, "root_id", None),
+        "tags": _tags(task),
+        "worker": getattr(request, "hostname", None) or "",
+        "eager": bool(getattr(request, "is_eager", False)),
+        "user_id": _header(request, USER_HEADER),
+        "redelivered": bool(delivery_info.get("redelivered")),
+    }
+    values.update(fields)
+    return TaskEvent(**values)
+
+
 def on_task_prerun(
     sender: Any = None, task_id: str | None = None, args: Any = None, kwargs: Any = None, **_: Any
 ) -> None:
@@ -121,25 +152,7 @@ def on_task_prerun(
     _started[(task_id, retries)] = time.monotonic()
     while len(_started) > _STARTED_MAX:
         _started.popitem(last=False)
-    delivery_info = request.delivery_info or {}
-    _emit(
-        TaskEvent(
-            kind="started",
-            broker_id=task_id,
-            name=sender.name,
-            timestamp=timezone.now(),
-            retries=retries,
-            args=args,
-            kwargs=kwargs,
-            parent_id=request.parent_id,
-            root_id=request.root_id,
-            tags=_tags(sender),
-            worker=request.hostname or "",
-            eager=bool(request.is_eager),
-            user_id=_header(request, USER_HEADER),
-            redelivered=bool(delivery_info.get("redelivered")),
-        )
-    )
+    _emit(_request_event("started", sender, request, args=args, kwargs=kwargs))
 
 
 def on_task_success(sender: Any = None, result: Any = None, **_: Any) -> None:
@@ -147,17 +160,10 @@ def on_task_success(sender: Any = None, result: Any = None, **_: Any) -> None:
     if sender is None or _skipped(sender):
         return
     request = sender.request
-    retries = int(request.retries or 0)
+    runtime = _runtime(request.id, request.retries)
     _emit(
-        TaskEvent(
-            kind="succeeded",
-            broker_id=request.id,
-            name=sender.name,
-            timestamp=timezone.now(),
-            retries=retries,
-            result=result,
-            runtime=_runtime(request.id, retries),
-            worker=request.hostname or "",
+        _request_event(
+            "succeeded", sender, request, result=result, runtime=runtime, redelivered=False
         )
     )
 
@@ -168,18 +174,15 @@ def on_task_retry(
     """Retry asked (in the process running the task; the next attempt is already published)."""
     if sender is None or request is None or _skipped(sender):
         return
-    retries = int(request.retries or 0)
     _emit(
-        TaskEvent(
-            kind="retried",
-            broker_id=request.id,
-            name=sender.name,
-            timestamp=timezone.now(),
-            retries=retries,
+        _request_event(
+            "retried",
+            sender,
+            request,
             error=_describe(getattr(reason, "exc", None) or reason),
             traceback=str(getattr(einfo, "traceback", "") or ""),
-            runtime=_runtime(request.id, retries),
-            worker=getattr(request, "hostname", "") or "",
+            runtime=_runtime(request.id, request.retries),
+            redelivered=False,
         )
     )
 
@@ -196,18 +199,19 @@ def on_task_failure(
         return
     request = sender.request
     lost = isinstance(exception, WorkerLostError)
-    retries = getattr(request, "retries", None) if request.id == task_id else None
-    event = TaskEvent(
-        kind="lost" if lost else "failed",
-        broker_id=task_id,
-        name=sender.name,
-        timestamp=timezone.now(),
-        retries=None if retries is None else int(retries),
+    event = _request_event(
+        "lost" if lost else "failed",
+        sender,
+        request,
         error=_describe(exception),
         traceback=str(getattr(einfo, "traceback", "") or ""),
-        runtime=None if lost else _runtime(task_id, retries),
-        worker=getattr(request, "hostname", "") or "",
+        runtime=None if lost else _runtime(task_id, request.retries),
+        redelivered=False,
     )
+    if request.id != task_id:
+        # Celery before 5.5 sends a lost child's failure with no request of the task: the
+        # event then ends whichever attempt of the task is still open.
+        event = replace(event, broker_id=str(task_id), retries=None)
     (_emit_later if lost else _emit)(event)
 
 
@@ -228,26 +232,20 @@ def on_task_revoked(
         reason = f"Revoked and terminated (signal {signum})."
     else:
         reason = "Revoked before it ran."
-    _emit_later(
-        TaskEvent(
-            kind="canceled",
-            broker_id=request.id,
-            name=sender.name,
-            timestamp=timezone.now(),
-            retries=None,
-            error=reason,
-            worker=getattr(request, "hostname", "") or "",
-        )
-    )
+    _emit_later(_request_event("canceled", sender, request, error=reason, redelivered=False))
 
 
 def _message_event(
-    message: Any, reason: str, name: str | None = None, task_id: str | None = None
+    consumer: Any, message: Any, reason: str, name: str | None = None, task_id: str | None = None
 ) -> TaskEvent | None:
+    """A ``refused`` event for a message the worker would not run, from its headers alone."""
     headers = getattr(message, "headers", None) or {}
     broker_id = task_id or headers.get("id")
     name = name or headers.get("task")
     if not broker_id or not name:
+        return None  # Not a task message at all: there is nothing to record it under.
+    task = _app().tasks.get(name)
+    if task is not None and _skipped(task):
         return None
     return TaskEvent(
         kind="refused",
@@ -257,14 +255,16 @@ def _message_event(
         retries=int(headers.get("retries") or 0),
         error=reason,
         parent_id=headers.get("parent_id"),
+        root_id=headers.get("root_id"),
+        tags=_tags(task),
+        worker=str(getattr(consumer, "hostname", "") or ""),
     )
 
 
 def on_task_rejected(sender: Any = None, message: Any = None, exc: Any = None, **_: Any) -> None:
-    """The worker rejected a message it could not decode or accept (main process)."""
-    event = _message_event(
-        message, f"Rejected by the worker: {_describe(exc) or 'invalid message'}"
-    )
+    """The worker rejected a message it could not accept (main process)."""
+    reason = f"Rejected by the worker: {_describe(exc) or 'not a valid task message'}"
+    event = _message_event(sender, message, reason)
     if event is not None:
         _emit_later(event)
 
@@ -278,7 +278,8 @@ def on_task_unknown(
     **_: Any,
 ) -> None:
     """The worker does not know the task name (main process)."""
-    event = _message_event(message, f"Task {name!r} is not registered on the worker.", name, id)
+    reason = f"Task {name!r} is not registered on the worker."
+    event = _message_event(sender, message, reason, name, id)
     if event is not None:
         _emit_later(event)
 
@@ -318,7 +319,7 @@ def _describe(exc: Any) -> str:
     return str(exc)
 
 
-_RECEIVERS = [
+_RECEIVERS: list[tuple[Signal, Callable[..., None]]] = [
     (signals.before_task_publish, on_before_task_publish),
     (signals.task_prerun, on_task_prerun),
     (signals.task_success, on_task_success),

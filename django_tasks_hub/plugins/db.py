@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connections, router, transaction
-from django.db.models import F, Q, Value
+from django.db.models import F, Q, Subquery, Value
 from django.db.models.functions import Coalesce, Greatest, Least
 
 from django_tasks_hub.background import background
@@ -21,7 +21,6 @@ from django_tasks_hub.models import Task, TaskRun
 from django_tasks_hub.plugins.base import TaskEvent, TaskHubPlugin
 from django_tasks_hub.states import (
     RUN_ALLOWED_FROM,
-    RUN_OPEN_STATUSES,
     TASK_ALLOWED_FROM,
     TASK_SUPERSEDED,
     RunTrigger,
@@ -170,16 +169,17 @@ class TaskDbPlugin(TaskHubPlugin):
             if not task.created and not event.retries:
                 self._fill_from_publish(event)
             if not self._ensure_run(event, task):
-                self._runs(event).update(
+                self._runs(event).filter(delivery=0).update(
                     queued_at=Least(
                         Coalesce(F("queued_at"), Value(event.timestamp)), Value(event.timestamp)
                     ),
                     **({"triggered_by_id": event.user_id} if event.user_id is not None else {}),
                 )
             if event.retries:
-                self._runs_of(event.broker_id, event.retries - 1).filter(
-                    status__in=RUN_OPEN_STATUSES
-                ).update(status=TaskStatus.RETRYING, finished_at=event.timestamp)
+                runs = self.run_model.objects.using(self.db)
+                runs.for_broker_id(event.broker_id, event.retries - 1).open().update(
+                    status=TaskStatus.RETRYING, finished_at=event.timestamp
+                )
                 if not task.created:
                     self._move_task(event, TaskStatus.RETRYING, {})
 
@@ -240,17 +240,24 @@ class TaskDbPlugin(TaskHubPlugin):
 
     def _move_run(self, event: TaskEvent, status: str, fields: dict[str, Any]) -> int:
         """Move the event's run to ``status``; the number of rows moved."""
-        runs = self._runs(event).filter(status__in=RUN_ALLOWED_FROM[status])
-        return runs.update(status=status, **fields)
-
-    def _runs_of(self, broker_id: str, retries: int | None) -> Any:
-        runs = self.run_model.objects.using(self.db).for_broker_id(broker_id, retries)
-        if retries is None:
-            return runs.open()
-        return runs.current_delivery()
+        allowed = RUN_ALLOWED_FROM[status]
+        runs = self._runs(event)
+        moved = runs.filter(status__in=allowed - {TaskStatus.LOST}).update(status=status, **fields)
+        if not moved and TaskStatus.LOST in allowed and event.retries is not None:
+            # A lost run may still take a stronger end (its worker was only out of reach),
+            # unless the broker delivered the attempt again: the new delivery's run takes it.
+            moved = (
+                runs.filter(status=TaskStatus.LOST)
+                .current_delivery()
+                .update(status=status, **fields)
+            )
+        return moved
 
     def _runs(self, event: TaskEvent) -> Any:
-        return self._runs_of(event.broker_id, event.retries)
+        """The runs of the event's attempt, all its deliveries (without ``retries``: the open
+        runs of the broker id)."""
+        runs = self.run_model.objects.using(self.db).for_broker_id(event.broker_id, event.retries)
+        return runs.open() if event.retries is None else runs
 
     @staticmethod
     def _fields(event: TaskEvent) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -280,16 +287,24 @@ class TaskDbPlugin(TaskHubPlugin):
         return run, {**task, **worker}
 
     def _fill_start(self, event: TaskEvent, run_moved: int, task_moved: int) -> None:
-        """A start that came after its run or task had moved on: keep when and where it ran."""
+        """A start that came after its run or task had moved on: keep when and where it ran.
+
+        The first start of a run is kept (a duplicate delivery of it changes nothing); the
+        task shows the start of the run of its current attempt.
+        """
+        runs = self._runs(event)
         if not run_moved:
-            self._runs(event).filter(started_at__isnull=True).update(
+            runs.filter(started_at__isnull=True).update(
                 started_at=event.timestamp, worker=event.worker
             )
         if not task_moved and event.retries is not None:
-            at = Value(event.timestamp)
+            current = runs.order_by("-delivery")
             self.task_model.objects.using(self.db).filter(
                 broker_id=event.broker_id, retries=event.retries
-            ).update(started_at=Greatest(Coalesce(F("started_at"), at), at), worker=event.worker)
+            ).update(
+                started_at=Subquery(current.values("started_at")[:1]),
+                worker=Subquery(current.values("worker")[:1]),
+            )
 
     def _fill_from_publish(self, event: TaskEvent) -> None:
         """The first publish knows the options, the creator and the creation time best."""
@@ -391,7 +406,9 @@ class TaskDbPlugin(TaskHubPlugin):
             base = 1  # The task's first broker id.
         else:
             # A restart's broker id: its first run was written by the restart.
-            first = self._runs_of(event.broker_id, 0).filter(delivery=0)
+            first = self.run_model.objects.using(self.db).filter(
+                broker_id=event.broker_id, retries=0, delivery=0
+            )
             base = first.values_list("attempt", flat=True).first() or task.attempts + 1
         redelivered = 0
         if retries and not task.created:
