@@ -22,8 +22,7 @@ from django_tasks_hub.models import Task, TaskRun
 from testproject import tasks
 from testproject.celery import app as celery_app
 from testproject.models import ReportTask
-from tests.api.conftest import make_user, purge_queue
-from tests.api.test_worker import dead_broker_app
+from tests.api.conftest import dead_broker_app, make_user, purge_queue
 from tests.conftest import wait_for, wait_status
 
 QUEUE = "tasks-hub-services-tests"

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from celery import Celery
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.utils import timezone
@@ -22,6 +24,33 @@ assert demo_tasks.add.name == "demo.add"
 
 #: Tasks made here publish to this queue, which no worker reads; it is emptied afterwards.
 API_TEST_QUEUE = "tasks-hub-api-tests"
+
+
+def closed_port() -> int:
+    """A local port below the ephemeral range that refuses connections.
+
+    Below that range a client's connection cannot be handed the same port as its own local
+    end (a TCP self-connect), which would make a "closed" ephemeral port answer.
+    """
+    for port in (1, 9, 13, 17, 19, 37, 79, 113):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except ConnectionRefusedError:
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no closed port below 1024 on 127.0.0.1")
+
+
+# An app whose broker is a closed port: restart and cancel through it must fail fast.
+dead_broker_app = Celery("tasks-hub-dead-broker", set_as_current=False)
+# Celery prefers the CELERY_BROKER_URL variable to broker_url; the write and read URLs win.
+DEAD_BROKER_PORT = closed_port()
+DEAD_BROKER_URL = f"redis://127.0.0.1:{DEAD_BROKER_PORT}/0"
+dead_broker_app.conf.broker_write_url = dead_broker_app.conf.broker_read_url = DEAD_BROKER_URL
+dead_broker_app.conf.broker_connection_retry_on_startup = False
+dead_broker_app.conf.broker_transport_options = {"socket_connect_timeout": 1}
+dead_broker_app.conf.task_serializer = "json"
 
 
 def make_user(username: str, *codenames: str) -> User:

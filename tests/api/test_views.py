@@ -502,3 +502,20 @@ def test_the_package_works_without_drf_spectacular():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "/api/info"
+
+
+@pytest.mark.parametrize("path", ["/api/list", "/api/tasks/", "/api/task-history/"])
+def test_pages_cost_the_same_queries_whatever_their_size(reader_client, make_task, path):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    for _ in range(30):
+        make_task("done", runs=2)
+
+    def queries(limit: int) -> int:
+        with CaptureQueriesContext(connection) as captured:
+            response = reader_client.get(path, {"limit": limit})
+        assert response.status_code == 200
+        return len(captured.captured_queries)
+
+    assert queries(2) == queries(25), "a query per row"

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import collections
 import os
-import socket
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from celery import Celery
 from django.db import connection
 from django.test import Client, override_settings
 from django.utils import timezone
@@ -20,31 +18,13 @@ from django_tasks_hub.models import Task, TaskRun
 from testproject import tasks
 from testproject.celery import app as celery_app
 from testproject.reports import submit_report
-from tests.api.conftest import client_for
+from tests.api.conftest import DEAD_BROKER_PORT, client_for, dead_broker_app
 from tests.conftest import task_row, wait_for, wait_status
 
 #: Queues only the subprocess workers of these tests read (the in-process worker reads
 #: ``celery``), so the task under test runs on the worker the test means.
 CANCEL_QUEUE = "tasks-hub-api-cancel"
 REVOKED_QUEUE = "tasks-hub-api-revoked"
-
-
-def closed_port() -> int:
-    """A local port nothing listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-# An app whose broker is a closed port: restart and cancel through it must fail fast.
-dead_broker_app = Celery("tasks-hub-dead-broker", set_as_current=False)
-# Celery prefers the CELERY_BROKER_URL variable to broker_url; the write and read URLs win.
-_DEAD_PORT = closed_port()
-_DEAD_URL = f"redis://127.0.0.1:{_DEAD_PORT}/0"
-dead_broker_app.conf.broker_write_url = dead_broker_app.conf.broker_read_url = _DEAD_URL
-dead_broker_app.conf.broker_connection_retry_on_startup = False
-dead_broker_app.conf.broker_transport_options = {"socket_connect_timeout": 1}
-dead_broker_app.conf.task_serializer = "json"
 
 
 @pytest.mark.worker
@@ -135,9 +115,9 @@ def test_a_cancelled_queued_task_never_runs_on_a_worker_started_later(
 def test_restart_with_the_broker_down_answers_503_and_leaves_nothing_pending(
     transactional_db, operator_client, make_task, api_queue
 ):
-    assert dead_broker_app.connection_for_write().port == _DEAD_PORT
+    assert dead_broker_app.connection_for_write().port == DEAD_BROKER_PORT
     task = make_task("failed")
-    with override_settings(TASKS_HUB={"CELERY_APP": "tests.api.test_worker.dead_broker_app"}):
+    with override_settings(TASKS_HUB={"CELERY_APP": "tests.api.conftest.dead_broker_app"}):
         started = timezone.now()
         response = operator_client.post(f"/api/tasks/{task.pk}/restart/")
         elapsed = (timezone.now() - started).total_seconds()
@@ -162,7 +142,7 @@ def test_cancel_with_the_broker_down_answers_503_and_changes_nothing(
     transactional_db, operator_client, make_task
 ):
     task = make_task("pending")
-    with override_settings(TASKS_HUB={"CELERY_APP": "tests.api.test_worker.dead_broker_app"}):
+    with override_settings(TASKS_HUB={"CELERY_APP": "tests.api.conftest.dead_broker_app"}):
         response = operator_client.put(f"/api/cancel?task_id={task.pk}")
     assert response.status_code == 503, response.content
     assert response.json()["status"] == "pending"
