@@ -86,7 +86,9 @@ def test_list_shows_newest_first_and_filters() -> None:
     assert str(failed.pk) in lines[1] and str(done.pk) in lines[2]
     only_done = run("list", "--status", "done")
     assert str(done.pk) in only_done and str(failed.pk) not in only_done
-    by_name = [json.loads(line) for line in run("list", "--name", "demo.fail", "--json").splitlines()]
+    by_name = [
+        json.loads(line) for line in run("list", "--name", "demo.fail", "--json").splitlines()
+    ]
     assert [row["id"] for row in by_name] == [str(failed.pk)]
     assert by_name[0]["status"] == "failed"
 
