@@ -88,6 +88,15 @@ def test_quickstart_has_every_step_the_newcomer_test_follows():
         assert expected in verbs, f"docs/quickstart.md lost its {expected} block"
 
 
+def test_the_page_tells_a_reader_which_file_each_block_goes_in():
+    # The <!-- newcomer --> comments are invisible: the sentence before a block must say it.
+    text = QUICKSTART.read_text()
+    for match in _BLOCK.finditer(text):
+        if match["verb"] in ("append", "create"):
+            before = text[max(0, match.start() - 300) : match.start()]
+            assert f"`{match['arg']}`" in before, f"say where the {match['arg']} block goes"
+
+
 def test_readme_shows_the_two_commands_in_code_blocks():
     text = README.read_text()
     blocks = re.findall(r"```\w*\n(.*?)\n```", text, re.DOTALL)
