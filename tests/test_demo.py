@@ -13,6 +13,8 @@ from django_tasks_hub.models import Task, TaskRun
 from django_tasks_hub.states import TaskStatus
 from tests.conftest import wait_for
 
+QUEUE = "demo-test"
+
 
 @pytest.mark.django_db
 def test_demo_setup_creates_the_superuser_and_is_idempotent():
@@ -34,12 +36,19 @@ def test_demo_setup_creates_the_superuser_and_is_idempotent():
 @pytest.mark.slow
 @pytest.mark.worker
 def test_demo_tasks_leave_a_task_in_every_status(subprocess_worker):
-    # The worker of ./dev demo: prefork (so demo.crash can lose its pool process), default queue.
-    worker = subprocess_worker("--concurrency", "4", "-Q", "celery")
+    # The worker of ./dev demo: prefork (so demo.crash can lose its pool process), on a queue of
+    # its own so that the in-process worker of other tests never takes a demo task.
+    worker = subprocess_worker("--concurrency", "4", "-Q", QUEUE, "-n", f"{QUEUE}@%h")
     call_command("demo_setup", stdout=StringIO())
     out = StringIO()
     call_command(
-        "demo_tasks", addr="127.0.0.1:8765", long_steps=300, long_delay=0.2, wait=60, stdout=out
+        "demo_tasks",
+        addr="127.0.0.1:8765",
+        queue=QUEUE,
+        long_steps=300,
+        long_delay=0.2,
+        wait=60,
+        stdout=out,
     )
     printed = out.getvalue()
 

@@ -54,6 +54,11 @@ class Command(BaseCommand):
             help="seconds per step of the long task (default 0.5: five minutes in all)",
         )
         parser.add_argument(
+            "--queue",
+            default=None,
+            help="queue to send the demo tasks to (default: the Celery app's default queue)",
+        )
+        parser.add_argument(
             "--wait",
             type=float,
             default=60.0,
@@ -63,6 +68,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         self.wait = float(options["wait"])
+        self.queue: str | None = options["queue"]
+        queue = {"queue": self.queue} if self.queue else {}
         user = get_user_model()._default_manager.filter(is_superuser=True).order_by("pk").first()
         long_kwargs = {"steps": options["long_steps"], "delay": options["long_delay"]}
 
@@ -86,9 +93,9 @@ class Command(BaseCommand):
             {"message": "The monthly report could not be built: the source file is missing."},
         )
         crash = self.send("lost: its pool process dies mid-run", tasks.crash, user)
-        chain = (tasks.add.s(1, 2) | tasks.add.s(10)).apply_async()
+        chain = (tasks.add.s(1, 2).set(**queue) | tasks.add.s(10).set(**queue)).apply_async()
         self.stdout.write(f"  sent a chain add | add ({chain.id}): the second has a parent")
-        refused = services.get_celery_app().send_task("demo.no_such_task", args=(1,))
+        refused = services.get_celery_app().send_task("demo.no_such_task", args=(1,), **queue)
         self.stdout.write(f"  sent demo.no_such_task ({refused.id}): refused, no worker knows it")
         self.send("pending: sent to a queue no worker reads", tasks.add, user, {"x": 40, "y": 2},
                   queue=PAUSED_QUEUE)  # fmt: skip
@@ -118,6 +125,8 @@ class Command(BaseCommand):
         **send_options: Any,
     ) -> Task | None:
         """Send one demo task through ``services.submit`` (recording the user) and say why."""
+        if self.queue:
+            send_options.setdefault("queue", self.queue)
         task = services.submit(celery_task, kwargs=kwargs or {}, user=user, **send_options)
         ident = task.pk if task is not None else "not recorded"
         self.stdout.write(f"  sent {celery_task.name} ({ident}): {what}")
