@@ -212,10 +212,8 @@ class Command(BaseCommand):
         except exceptions.TaskNotFound as exc:
             raise CommandError(exc.message, returncode=EXIT_NOT_FOUND) from exc
         except exceptions.BrokerUnavailable as exc:
-            raise CommandError(
-                f"{exc.message} Check that the broker is running, then try again.",
-                returncode=EXIT_BROKER,
-            ) from exc
+            # The service's message already says to check the broker and try again.
+            raise CommandError(exc.message, returncode=EXIT_BROKER) from exc
         except exceptions.TaskHubError as exc:
             raise CommandError(exc.message, returncode=EXIT_REFUSED) from exc
         self.stdout.write(self.style.SUCCESS(f"{done} task {task.pk}: now {task.status}."))
