@@ -45,7 +45,11 @@ def _get(url: str) -> tuple[int, bytes]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-@pytest.mark.skipif(not _dist.on_sqlite_pass(), reason=_dist.SQLITE_ONLY_REASON)
+@pytest.mark.skipif(
+    not _dist.on_sqlite_pass(),
+    reason="runs in the SQLite pass only: ./dev demo brings its own SQLite database and broker "
+    "folder, so this pass's PostgreSQL and Redis play no part",
+)
 def test_dev_demo_runs_and_ctrl_c_stops_worker_and_web_server(tmp_path: Path):
     port = _free_port()
     env = {
