@@ -80,18 +80,27 @@ def _broker_error(exc: BaseException, what: str, **detail: Any) -> BrokerUnavail
 def _connect(app: Any) -> Any:
     """A broker connection, established with bounded retries so a dead broker fails fast.
 
-    Without the bounds kombu retries a refused connection forever, which would hang the
-    request (and keep the task row locked) for as long as the broker is down.
+    Without the bounds kombu retries a refused connection forever, and a broker that accepts
+    the connection but never answers blocks a socket read forever: either would hang the
+    request (and, for cancel, keep the task row locked) for as long as the broker is down.
     """
     policy = hub_settings.PUBLISH_RETRY_POLICY
-    conn = app.connection_for_write()
+    seconds = float(hub_settings.BROKER_TIMEOUT)
+    conn = app.connection_for_write(connect_timeout=seconds)
+    if conn.transport_cls in ("redis", "rediss", "sentinel"):
+        # The Redis transport ignores connect_timeout: its socket timeouts are options.
+        conn.transport_options = {
+            **conn.transport_options,
+            "socket_connect_timeout": seconds,
+            "socket_timeout": seconds,
+        }
     try:
         conn.ensure_connection(
             max_retries=policy.get("max_retries", 2),
             interval_start=policy.get("interval_start", 0),
             interval_step=policy.get("interval_step", 0.2),
             interval_max=policy.get("interval_max", 0.5),
-            timeout=hub_settings.BROKER_TIMEOUT,
+            timeout=seconds,
         )
     except BaseException:
         conn.release()
@@ -202,6 +211,9 @@ def _send(task: AbstractTask, sender: Any, broker_id: str, user: Any) -> None:
     if _user_id(user) is not None:
         headers[USER_HEADER] = _user_id(user)
     try:
+        # A bounded connection first: the publish below uses the app's pooled connections,
+        # whose timeouts are the app's own (unbounded by default for Redis).
+        _connect(sender.app).release()
         sender.apply_async(
             args=task.args,
             kwargs=task.kwargs,

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import socket
+import time
 import uuid
 from typing import Any
 
 import pytest
+from celery import Celery
 from celery.worker import state as worker_state
 from django.db import transaction
+from django.test import override_settings
 from kombu import Queue
 
 from django_tasks_hub import services
@@ -164,3 +168,22 @@ def test_tasks_built_on_task_keep_their_own_row(transactional_db, services_queue
         "failed",
         "canceled",
     ]
+
+
+@pytest.mark.parametrize("operation", ["restart", "cancel"])
+def test_a_broker_that_never_answers_is_unavailable_not_a_hang(transactional_db, operation):
+    # A server that accepts connections and never answers: what a hung broker looks like.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        app = Celery("tasks-hub-silent-broker", set_as_current=False)
+        url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        app.conf.broker_write_url = app.conf.broker_read_url = url
+        task = make_task("failed" if operation == "restart" else "processing")
+        with override_settings(TASKS_HUB={"BROKER_TIMEOUT": 0.5}):
+            started = time.monotonic()
+            with pytest.raises(BrokerUnavailable):
+                getattr(services, operation)(task, worker=app.tasks["demo.add"])
+            print(f"{operation} gave up on a silent broker after {time.monotonic() - started:.2f}s")
+    task.refresh_from_db()
+    assert task.status == ("failed" if operation == "restart" else "processing")
