@@ -750,7 +750,7 @@ class TaskAdmin(ScalableListMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
                 # The broker is down: every further task would wait for it in turn.
                 skipped[gettext("the broker could not be reached")].append(task)
                 for rest in tasks:
-                    skipped[gettext("not tried: the broker could not be reached")].append(rest)
+                    skipped[gettext("not tried after that")].append(rest)
                 break
             else:
                 done += 1

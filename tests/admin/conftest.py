@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from celery import Celery
 from django.contrib.auth.models import Permission, User
 from django.utils import timezone
 
@@ -20,6 +22,22 @@ assert demo_tasks.fail.name == "demo.fail"
 
 #: Restarted tasks are sent to this queue, which no worker reads; it is emptied afterwards.
 ADMIN_TEST_QUEUE = "tasks-hub-admin-tests"
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+#: A Celery app whose broker port has nobody listening: a real refused connection. The shared
+#: demo tasks register on it too, so a restart finds them by name.
+DEAD_BROKER_URL = f"redis://127.0.0.1:{_closed_port()}/0"
+dead_broker_app = Celery("admin-dead-broker", broker=DEAD_BROKER_URL, set_as_current=False)
+# The environment's CELERY_BROKER_URL would win over ``broker``; these settings win over it.
+dead_broker_app.conf.broker_write_url = dead_broker_app.conf.broker_read_url = DEAD_BROKER_URL
+dead_broker_app.conf.broker_connection_retry_on_startup = False
+dead_broker_app.conf.broker_connection_max_retries = 1
 
 
 def _staff(username: str, *codenames: str) -> User:
@@ -98,6 +116,13 @@ def make_task(db: Any) -> Callable[..., Task]:
         return task
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _project_celery_app(settings: Any) -> None:
+    # Celery's "current app" is the last app created in this thread; another test module's
+    # app (a dead-broker one, say) must not be the one the admin sends restarts through.
+    settings.TASKS_HUB = {**settings.TASKS_HUB, "CELERY_APP": "testproject.celery.app"}
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
 from django.contrib.admin import helpers
+from django.test import override_settings
 from django.urls import reverse
 
 from django_tasks_hub.models import Task, TaskRun
@@ -179,3 +181,37 @@ def test_button_on_a_deleted_task(client, superuser, make_task):
     response = client.post(url, follow=True)
     assert response.status_code == 200
     assert "it may have been deleted" in messages_of(response)[0]
+
+
+@pytest.mark.timeout(60)  # a publish that hangs instead of failing fails here
+@pytest.mark.django_db(transaction=True)
+def test_restart_with_the_broker_down(client, superuser, make_task):
+    tasks = [make_task("demo.fail", "failed") for _ in range(3)]
+    client.force_login(superuser)
+    with override_settings(TASKS_HUB={"CELERY_APP": "tests.admin.conftest.dead_broker_app"}):
+        response = run_action(client, "restart_selected", tasks)
+    [message] = response.context["messages"]
+    assert message.tags == "error"
+    assert str(message).startswith(
+        "0 tasks restarted; 1 skipped: the broker could not be reached (demo.fail "
+    )
+    # The others are not sent one by one into a dead broker.
+    assert "; 2 skipped: not tried after that (demo.fail " in str(message)
+    statuses = sorted(Task.objects.values_list("status", flat=True))
+    # Nothing is left pending that the broker never got: the one tried is marked failed.
+    assert statuses == ["failed", "failed", "failed"]
+    assert not TaskRun.objects.filter(status="pending").exists()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.django_db(transaction=True)
+def test_cancel_button_with_the_broker_down(client, superuser, make_task):
+    task = make_task("demo.long", "processing")
+    client.force_login(superuser)
+    with override_settings(TASKS_HUB={"CELERY_APP": "tests.admin.conftest.dead_broker_app"}):
+        response = client.post(button_url(task, "cancel"), follow=True)
+    [message] = response.context["messages"]
+    assert message.tags == "error"
+    assert "The broker could not be reached, so the task was not canceled" in str(message)
+    task.refresh_from_db()
+    assert task.status == "processing"

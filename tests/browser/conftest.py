@@ -10,8 +10,13 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.db import connections
 
+from testproject import tasks as demo_tasks
+from testproject.celery import app as celery_app
 from tests.conftest import IN_CI
+
+assert demo_tasks.add.name == "demo.add"  # registered on the project's app
 
 CHROMIUM = os.environ.get("TASKS_HUB_CHROMIUM", "/usr/bin/chromium")
 # Without the networking flags Chromium keeps trying to reach the internet from the sandbox.
@@ -24,6 +29,9 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 PASSWORD = "browser-pw"
+#: Seconds to wait for the worker or the page: generous, for a loaded CI machine. Waiting
+#: longer never makes a test pass that should fail; it only stops a slow machine from failing.
+PATIENCE = 60
 
 _FAILED = pytest.StashKey[bool]()
 
@@ -52,7 +60,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:
 def page(request: pytest.FixtureRequest, live_server: Any, monkeypatch: Any) -> Iterator[Any]:
     """A Chromium page whose relative URLs go to the live server; screenshots on failure."""
     try:
-        from playwright.sync_api import sync_playwright
+        from playwright.sync_api import expect, sync_playwright
     except ImportError:
         _missing("playwright is not installed: pip install -e '.[dev]'")
     if not os.access(CHROMIUM, os.X_OK):
@@ -60,13 +68,14 @@ def page(request: pytest.FixtureRequest, live_server: Any, monkeypatch: Any) -> 
     # Playwright's sync API keeps an event loop in this thread; the test's own database
     # queries are still plain synchronous code.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    expect.set_options(timeout=PATIENCE * 1000)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         context = browser.new_context(
             base_url=live_server.url, viewport={"width": 1440, "height": 900}
         )
         pg = context.new_page()
-        pg.set_default_timeout(20_000)
+        pg.set_default_timeout(PATIENCE * 1000)
         try:
             yield pg
         finally:
@@ -79,6 +88,20 @@ def page(request: pytest.FixtureRequest, live_server: Any, monkeypatch: Any) -> 
                 print(f"screenshot of the failed browser test: {path}")
             context.close()
             browser.close()
+            # Queries made while Playwright's loop is alive get connections of their own
+            # (Django keys them by async context); close them before the database goes.
+            connections.close_all()
+
+
+def send(name: str, *args: Any, **kwargs: Any) -> Any:
+    """Publish a demo task through the project's Celery app (not whichever app is current)."""
+    return celery_app.tasks[name].apply_async(args, kwargs)
+
+
+@pytest.fixture(autouse=True)
+def _project_celery_app(settings: Any) -> None:
+    # The admin (in the live server's thread) sends restarts through this app.
+    settings.TASKS_HUB = {**settings.TASKS_HUB, "CELERY_APP": "testproject.celery.app"}
 
 
 @pytest.fixture

@@ -8,8 +8,7 @@ import pytest
 from playwright.sync_api import expect
 
 from django_tasks_hub.models import Task
-from testproject import tasks
-from tests.browser.conftest import login
+from tests.browser.conftest import PATIENCE, login, send
 from tests.conftest import wait_for, wait_status
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker]
@@ -21,11 +20,11 @@ def task_url(pk: object) -> str:
 
 def test_restart_the_failed_tasks(page, admin_user, subprocess_worker):
     subprocess_worker("-P", "prefork", "-c", "2")
-    broken = [tasks.fail.delay(f"broken input {i}") for i in range(2)]
-    fine = tasks.add.delay(2, 2)
+    broken = [send("demo.fail", f"broken input {i}") for i in range(2)]
+    fine = send("demo.add", 2, 2)
     for result in broken:
-        wait_status(result.id, "failed")
-    wait_status(fine.id, "done")
+        wait_status(result.id, "failed", timeout=PATIENCE)
+    wait_status(fine.id, "done", timeout=PATIENCE)
 
     login(page, admin_user)
     page.locator("#changelist-filter").get_by_role("link", name="Failed", exact=True).click()
@@ -43,6 +42,7 @@ def test_restart_the_failed_tasks(page, admin_user, subprocess_worker):
     for result in broken:
         task = wait_for(
             lambda r=result: Task.objects.filter(pk=r.id, attempts=2, status="failed").first(),
+            timeout=PATIENCE,
             what=f"the restarted run of {result.id} to finish",
         )
         run = task.runs.order_by("-id").first()
@@ -68,11 +68,12 @@ def test_restart_the_failed_tasks(page, admin_user, subprocess_worker):
 
 def test_cancel_a_long_running_task(page, admin_user, subprocess_worker):
     worker = subprocess_worker("-P", "prefork", "-c", "2")
-    result = tasks.long_running.delay(steps=600, delay=0.1)
+    result = send("demo.long", steps=600, delay=0.1)
     wait_for(
         lambda: Task.objects.filter(
             pk=result.id, status="processing", progress__isnull=False
         ).exists(),
+        timeout=PATIENCE,
         what="the long task to report progress",
     )
 
@@ -88,7 +89,9 @@ def test_cancel_a_long_running_task(page, admin_user, subprocess_worker):
 
     # It stops: the worker kills the process running it, and the task never finishes.
     wait_for(
-        lambda: f"Terminating {result.id}" in worker.output(), what="the worker to terminate it"
+        lambda: f"Terminating {result.id}" in worker.output(),
+        timeout=PATIENCE,
+        what="the worker to terminate it",
     )
     task = Task.objects.get(pk=result.id)
     assert task.status == "canceled" and task.result is None

@@ -13,8 +13,7 @@ from playwright.sync_api import expect
 
 from django_tasks_hub import services
 from django_tasks_hub.models import Task
-from testproject import tasks
-from tests.browser.conftest import login
+from tests.browser.conftest import PATIENCE, celery_app, login, send
 from tests.conftest import wait_for, wait_status
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker]
@@ -24,34 +23,37 @@ def test_list_and_task_page(page, admin_user, subprocess_worker, tmp_path):
     out = Path(os.environ.get("TASKS_HUB_DOCS_IMG") or tmp_path)
     subprocess_worker("-P", "prefork", "-c", "4")
     ended = [
-        tasks.add.delay(2, 3),
-        tasks.echo.delay({"rows": 1200, "file": "exports/2026-11.csv"}),
-        tasks.flaky.delay(fail_times=2),
-        tasks.always_retry.delay(),
-        tasks.tagged.delay(),
+        send("demo.add", 2, 3),
+        send("demo.echo", {"rows": 1200, "file": "exports/2026-11.csv"}),
+        send("demo.flaky", fail_times=2),
+        send("demo.always_retry"),
+        send("demo.tagged"),
     ]
-    broken = tasks.fail.delay("invoice 1042 has no customer")
-    (tasks.add.s(1, 2) | tasks.add.s(10)).delay()
+    broken = send("demo.fail", "invoice 1042 has no customer")
+    (celery_app.signature("demo.add", (1, 2)) | celery_app.signature("demo.add", (10,))).delay()
     running = [
-        tasks.long_running.delay(steps=100, delay=0.1),
-        tasks.long_running.delay(steps=600, delay=0.1),
+        send("demo.long", steps=100, delay=0.1),
+        send("demo.long", steps=600, delay=0.1),
     ]
     for result in ended:
-        wait_status(result.id, "done", "failed", timeout=30)
-    wait_status(broken.id, "failed")
+        wait_status(result.id, "done", "failed", timeout=PATIENCE)
+    wait_status(broken.id, "failed", timeout=PATIENCE)
     services.restart(Task.objects.get(pk=broken.id), admin_user)
     wait_for(
         lambda: Task.objects.filter(pk=broken.id, status="failed", attempts=2).exists(),
+        timeout=PATIENCE,
         what="the restarted run to fail again",
     )
     wait_for(
         lambda: Task.objects.filter(status="done", parent__isnull=False).exists(),
+        timeout=PATIENCE,
         what="the chain's second task",
     )
     wait_for(
         lambda: all(
             (Task.objects.get(pk=r.id).progress or {}).get("current", 0) >= 20 for r in running
         ),
+        timeout=PATIENCE,
         what="the long tasks to make progress",
     )
 
