@@ -61,3 +61,12 @@ def test_every_page_is_in_the_nav():
     assert pages, "no docs pages"
     for page in pages:
         assert f": {page}" in nav, f"{page} is not in the nav of mkdocs.yml"
+
+
+def test_every_relative_link_of_the_readme_leads_to_a_file():
+    readme = (ROOT / "README.md").read_text()
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme)
+    local = [link for link in links if "://" not in link]
+    assert "docs/quickstart.md" in local
+    missing = [link for link in local if not (ROOT / link).exists()]
+    assert not missing, f"README.md links to files that do not exist: {missing}"
