@@ -10,6 +10,7 @@ import zipfile
 from email.parser import Parser
 
 import pytest
+import trove_classifiers
 
 import django_tasks_hub
 from tests import _dist
@@ -97,6 +98,8 @@ def test_metadata_names_the_supported_versions_and_dependencies(dists):
         "Typing :: Typed",
     ):
         assert expected in classifiers, expected
+    unknown = classifiers - trove_classifiers.classifiers
+    assert not unknown, f"classifiers the package index would refuse: {sorted(unknown)}"
     assert metadata["Requires-Python"] == [">=3.11"]
     requires = " ".join(metadata["Requires-Dist"]).lower()
     for dependency in ("django", "djangorestframework", "django-filter", "celery", "redis"):
