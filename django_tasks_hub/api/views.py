@@ -275,7 +275,8 @@ class TaskRunViewSet(
         runs = super().get_queryset()
         tasks = self.task_queryset.all()
         scoped = scope_queryset(tasks, self.request)
-        if scoped is not tasks or tasks.model is not Task:
+        # The subquery only when it narrows anything: the whole history needs no join.
+        if scoped is not tasks or tasks.model is not Task or tasks.query.has_filters():
             runs = runs.filter(task__in=scoped.values("pk"))
         return runs
 

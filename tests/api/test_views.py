@@ -529,3 +529,25 @@ def test_schema_is_valid_openapi_and_swagger_ui_serves_it(reader_client, tmp_pat
     assert "/api/tasks/{id}/restart/" in (tmp_path / "schema.yaml").read_text()
     page = reader_client.get("/api/docs/")
     assert page.status_code == 200 and b"swagger" in page.content.lower()
+
+
+def _failed_only_urls() -> list[Any]:
+    from django.urls import include, path
+
+    from django_tasks_hub.api import create_task_helpers_router
+
+    router = create_task_helpers_router(Task.objects.filter(status="failed"), basename="failed")
+    return [path("failed/", include(router.urls))]
+
+
+urlpatterns = _failed_only_urls()
+
+
+@pytest.mark.urls("tests.api.test_views")
+def test_a_router_on_a_filtered_queryset_keeps_to_it(reader_client, make_task):
+    failed, done = make_task("failed"), make_task("done")
+    assert _ids(reader_client.get("/failed/list").json()) == [str(failed.pk)]
+    assert reader_client.get(f"/failed/tasks/{done.pk}/").status_code == 404
+    runs = reader_client.get("/failed/task-history/").json()["data"]
+    assert {run["task_id"] for run in runs} == {str(failed.pk)}
+    assert reader_client.get(f"/failed/task-history/{done.runs.get().pk}/").status_code == 404
