@@ -152,10 +152,12 @@ REST_FRAMEWORK: dict[str, object] = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
 }
 if HAS_SPECTACULAR:
+    import django_tasks_hub
+
     REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "drf_spectacular.openapi.AutoSchema"
     SPECTACULAR_SETTINGS = {
         "TITLE": "django-tasks-hub test project",
-        "VERSION": "0.1.0",
+        "VERSION": django_tasks_hub.__version__,
     }
 
 TASKS_HUB: dict = {}

@@ -85,6 +85,14 @@ def test_version_is_defined_once_and_carried_into_the_metadata(dists):
     assert "version" in pyproject["project"]["dynamic"]
     dynamic = pyproject["tool"]["setuptools"]["dynamic"]["version"]
     assert dynamic == {"attr": "django_tasks_hub.__version__"}
+    quoted = (f'"{django_tasks_hub.__version__}"', f"'{django_tasks_hub.__version__}'")
+    elsewhere = [
+        path.relative_to(_dist.ROOT).as_posix()
+        for folder in ("django_tasks_hub", "testproject", "tests", "bench", "examples")
+        for path in (_dist.ROOT / folder).rglob("*.py")
+        if any(q in path.read_text() for q in quoted)
+    ]
+    assert elsewhere == ["django_tasks_hub/__init__.py"]
 
 
 def test_metadata_names_the_supported_versions_and_dependencies(dists):
