@@ -35,6 +35,11 @@ PATIENCE = 60
 
 _FAILED = pytest.StashKey[bool]()
 
+try:
+    from playwright.sync_api import expect
+except ImportError:  # the page fixture says what is missing (and fails in CI)
+    expect = None
+
 
 def screenshot_dir() -> Path:
     """Where failure screenshots go: ``var/`` (git-ignored) unless told otherwise."""
@@ -60,7 +65,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:
 def page(request: pytest.FixtureRequest, live_server: Any, monkeypatch: Any) -> Iterator[Any]:
     """A Chromium page whose relative URLs go to the live server; screenshots on failure."""
     try:
-        from playwright.sync_api import expect, sync_playwright
+        from playwright.sync_api import sync_playwright
     except ImportError:
         _missing("playwright is not installed: pip install -e '.[dev]'")
     if not os.access(CHROMIUM, os.X_OK):
@@ -68,6 +73,7 @@ def page(request: pytest.FixtureRequest, live_server: Any, monkeypatch: Any) -> 
     # Playwright's sync API keeps an event loop in this thread; the test's own database
     # queries are still plain synchronous code.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    assert expect is not None
     expect.set_options(timeout=PATIENCE * 1000)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from playwright.sync_api import expect
 
 from django_tasks_hub.models import Task
-from tests.browser.conftest import PATIENCE, login, send
+from tests.browser.conftest import PATIENCE, expect, login, send
 from tests.conftest import wait_for, wait_status
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker]

@@ -9,11 +9,10 @@ import os
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect
 
 from django_tasks_hub import services
 from django_tasks_hub.models import Task
-from tests.browser.conftest import PATIENCE, celery_app, login, send
+from tests.browser.conftest import PATIENCE, celery_app, expect, login, send
 from tests.conftest import wait_for, wait_status
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker]
