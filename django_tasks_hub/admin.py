@@ -130,7 +130,15 @@ class EstimatedCountPaginator(Paginator):
 
 
 class TasksHubChangeList(ChangeList):
-    """Adds a readable result count: exact, estimated ("about") or capped ("more than")."""
+    """Adds a readable result count: exact, estimated ("about") or capped ("more than"), and
+    leaves out of the list query the columns the list does not show (``list_defer``)."""
+
+    def get_queryset(self, request: HttpRequest, *args: Any, **kwargs: Any) -> QuerySet[Any]:
+        qs = super().get_queryset(request, *args, **kwargs)
+        deferred = getattr(self.model_admin, "list_defer", ())
+        # Tracebacks and results can be tens of kilobytes a row; fifty rows of them per page
+        # would be read, sent and decoded for nothing.
+        return qs.defer(*deferred) if deferred else qs
 
     def get_results(self, request: HttpRequest) -> None:
         super().get_results(request)
@@ -301,6 +309,8 @@ class ScalableListMixin:
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
     list_per_page = 50
+    #: Columns left out of the list's query because no column of the list shows them.
+    list_defer: tuple[str, ...] = ()
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return TasksHubChangeList
@@ -439,6 +449,7 @@ class TaskAdmin(ScalableListMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         "worker",
     )
     list_filter = (StatusFilter, NameFilter, ("created_at", admin.DateFieldListFilter))
+    list_defer = ("args", "kwargs", "options", "tags", "result", "error", "traceback")
     date_hierarchy = "created_at"
     search_fields = ("=id", "=broker_id", "name")
     search_help_text = _("A task id, a broker (Celery) id, or part of a task name.")
@@ -846,6 +857,7 @@ class TaskRunAdmin(ScalableListMixin, ReadOnlyAdminMixin, RunDisplayMixin, admin
     list_display_links = ("id",)
     list_filter = (StatusFilter, NameFilter, ("queued_at", admin.DateFieldListFilter))
     list_select_related = ("triggered_by", "canceled_by")
+    list_defer = ("traceback",)
     date_hierarchy = "queued_at"
     search_fields = ("=id", "=broker_id", "=task__id")
     search_help_text = _("A run id, a task id, a broker (Celery) id, or part of a task name.")

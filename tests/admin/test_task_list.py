@@ -193,3 +193,17 @@ def test_date_hierarchy_days_come_from_index_probes(client, superuser, make_task
     probes = [q for q in queries if '"created_at" >=' in q["sql"] and "LIMIT 1" in q["sql"]]
     assert len(probes) == 3
     assert not [q for q in queries if "DISTINCT" in q["sql"].upper()]
+
+
+def test_list_query_leaves_out_the_heavy_columns(client, superuser, make_task):
+    make_task("demo.fail", "failed", traceback="Traceback ...\n" * 2000, kwargs={"big": "x" * 5000})
+    client.force_login(superuser)
+    with CaptureQueriesContext(connection) as queries:
+        client.get(URL)
+    [page_query] = [
+        q["sql"]
+        for q in queries
+        if '"django_tasks_hub_task"."name"' in q["sql"] and "ORDER BY" in q["sql"]
+    ]
+    assert '"traceback"' not in page_query and '"kwargs"' not in page_query
+    assert '"progress"' in page_query and '"status"' in page_query
