@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +79,12 @@ class Background:
             except Exception:
                 logger.exception("tasks-hub background job failed")
             finally:
+                with self._cond:
+                    idle = not self._heap or self._heap[0][0] > time.monotonic()
+                if idle:
+                    # Nothing more to do now: do not hold a database connection while waiting
+                    # (the thread lives as long as the process).
+                    connections.close_all()
                 with self._cond:
                     self._busy -= 1
                     self._cond.notify_all()

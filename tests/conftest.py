@@ -7,14 +7,25 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from billiard.einfo import ExceptionInfo
+from billiard.exceptions import WorkerLostError
+from celery import signals
+from celery.app import trace
 from celery.contrib.testing.worker import start_worker
+from celery.exceptions import Retry
+from celery.utils.nodenames import anon_nodename
+from celery.worker.request import Request
 from django.conf import settings
 from django.db import connection
+from kombu import Message
+from kombu.serialization import prepare_accept_content
+from kombu.utils.json import dumps
 
 from django_tasks_hub.background import background
 from testproject.celery import app as celery_app
@@ -32,10 +43,8 @@ def _reachable(host: str, port: int) -> bool:
 
 
 def pytest_report_header(config: Any) -> list[str]:
-    db = settings.DATABASES["default"]
-    return [
-        f"tasks-hub: database {db['ENGINE'].rsplit('.', 1)[-1]}, broker {settings.CELERY_BROKER_URL}",
-    ]
+    engine = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
+    return [f"tasks-hub: database {engine}, broker {settings.CELERY_BROKER_URL}"]
 
 
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
@@ -59,14 +68,22 @@ def session_worker(
     celery_session_app: Any, django_db_setup: Any, django_db_blocker: Any
 ) -> Iterator[Any]:
     """One in-process worker for the whole run (threads pool, real broker, real database)."""
-    with django_db_blocker.unblock(), start_worker(
-        celery_session_app,
-        pool="threads",
-        concurrency=4,
-        perform_ping_check=False,
-        shutdown_timeout=30,
-        loglevel="WARNING",
-    ) as worker:
+    hostname = anon_nodename()
+    # What ``celery worker`` does at start: the tasks it runs then see its node name as their
+    # ``request.hostname`` (without it, the bare host name).
+    trace.setup_worker_optimizations(celery_session_app, hostname)
+    with (
+        django_db_blocker.unblock(),
+        start_worker(
+            celery_session_app,
+            hostname=hostname,
+            pool="threads",
+            concurrency=4,
+            perform_ping_check=False,
+            shutdown_timeout=30,
+            loglevel="WARNING",
+        ) as worker,
+    ):
         yield worker
 
 
@@ -191,3 +208,131 @@ def subprocess_worker(transactional_db: Any) -> Iterator[Callable[..., Subproces
     for w in started:
         w.stop()
     background.flush(timeout=10)
+
+
+# -- the lifecycle signals of one task, sent as a publisher and a worker send them ----------
+
+HOST = "lifecycle@test"
+
+
+def _einfo(exc: BaseException) -> ExceptionInfo:
+    try:
+        raise exc
+    except BaseException:
+        return ExceptionInfo(sys.exc_info())
+
+
+class Lifecycle:
+    """Sends the signals of one task's lifecycle, as the publisher and the worker would."""
+
+    def __init__(self, task: Any, broker_id: str | None = None, args: tuple = (2, 3)) -> None:
+        self.task = task
+        self.id = broker_id or str(uuid.uuid4())
+        self.args = args
+
+    def message(self, retries: int) -> tuple[dict, dict, Any]:
+        # A retry is published from inside the attempt before it: Celery then names the task
+        # itself as the parent (``app.send_task`` takes the current task as parent).
+        parent = self.id if retries else None
+        headers, properties, body, _ = celery_app.amqp.as_task_v2(
+            self.id,
+            self.task.name,
+            args=self.args,
+            kwargs={},
+            retries=retries,
+            root_id=self.id,
+            parent_id=parent,
+        )
+        return headers, properties, body
+
+    def request(self, retries: int) -> Any:
+        """The request context a worker builds from the message (``Request._context``)."""
+        headers, properties, body = self.message(retries)
+        message = Message(
+            body=dumps(body),
+            content_type="application/json",
+            content_encoding="utf-8",
+            headers=headers,
+            properties=properties,
+            delivery_info={"exchange": "", "routing_key": "celery", "redelivered": False},
+            accept=prepare_accept_content(["json"]),
+        )
+        return Request(message, app=celery_app, task=self.task, hostname=HOST)._context
+
+    def publish(self, retries: int = 0) -> None:
+        headers, properties, body = self.message(retries)
+        signals.before_task_publish.send(
+            sender=self.task.name,
+            body=body,
+            exchange="",
+            routing_key="celery",
+            headers=headers,
+            properties=properties,
+            declare=[],
+            retry_policy=None,
+        )
+
+    def _in_task(self, retries: int, send: Callable[[Any], None]) -> None:
+        # The worker pushes the request on the task's stack around the signals it sends from
+        # the task's process, so ``task.request`` is the running attempt.
+        context = self.request(retries)
+        self.task.request_stack.push(context)
+        try:
+            send(context)
+        finally:
+            self.task.request_stack.pop()
+
+    def start(self, retries: int = 0) -> None:
+        self._in_task(
+            retries,
+            lambda ctx: signals.task_prerun.send(
+                sender=self.task, task_id=self.id, task=self.task, args=ctx.args, kwargs=ctx.kwargs
+            ),
+        )
+
+    def succeed(self, retries: int = 0, result: Any = 5) -> None:
+        self._in_task(
+            retries, lambda ctx: signals.task_success.send(sender=self.task, result=result)
+        )
+
+    def retry(self, retries: int = 0) -> None:
+        exc = RuntimeError(f"attempt {retries} failed")
+        einfo = _einfo(exc)
+        self._in_task(
+            retries,
+            lambda ctx: signals.task_retry.send(
+                sender=self.task, request=ctx, reason=Retry(exc=exc), einfo=einfo
+            ),
+        )
+
+    def fail(self, retries: int = 0, exc: BaseException | None = None) -> None:
+        exc = exc or ValueError("boom")
+        einfo = _einfo(exc)
+        self._in_task(
+            retries,
+            lambda ctx: signals.task_failure.send(
+                sender=self.task,
+                task_id=self.id,
+                exception=exc,
+                args=ctx.args,
+                kwargs=ctx.kwargs,
+                traceback=einfo.tb,
+                einfo=einfo,
+            ),
+        )
+
+    def lose(self, retries: int = 0) -> None:
+        """The pool child died: the worker's main process reports a WorkerLostError failure."""
+        self.fail(retries, WorkerLostError("Worker exited prematurely: signal 9 (SIGKILL)."))
+        background.flush()
+
+    def revoke(self, retries: int = 0) -> None:
+        """The worker's main process discards a revoked message."""
+        signals.task_revoked.send(
+            sender=self.task,
+            request=self.request(retries),
+            terminated=False,
+            signum=None,
+            expired=False,
+        )
+        background.flush()

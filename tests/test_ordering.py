@@ -16,22 +16,12 @@ Two levels:
 from __future__ import annotations
 
 import itertools
-import sys
-import uuid
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 import pytest
-from billiard.einfo import ExceptionInfo
-from billiard.exceptions import WorkerLostError
-from celery import signals
-from celery.exceptions import Retry
-from celery.worker.request import Request
 from django.db import transaction
 from django.test import override_settings
-from kombu import Message
-from kombu.serialization import prepare_accept_content
-from kombu.utils.json import dumps
 
 from django_tasks_hub.background import background
 from django_tasks_hub.models import Task, TaskRun
@@ -39,133 +29,7 @@ from django_tasks_hub.plugins.base import TaskEvent, TaskHubPlugin
 from django_tasks_hub.plugins.db import TaskDbPlugin
 from django_tasks_hub.states import END_PRECEDENCE, TaskStatus
 from testproject import tasks
-from testproject.celery import app
-
-HOST = "ordering@test"
-
-
-def _einfo(exc: BaseException) -> ExceptionInfo:
-    try:
-        raise exc
-    except BaseException:
-        return ExceptionInfo(sys.exc_info())
-
-
-class Lifecycle:
-    """Sends the signals of one task's lifecycle, as the publisher and the worker would."""
-
-    def __init__(self, task: Any, broker_id: str | None = None, args: tuple = (2, 3)) -> None:
-        self.task = task
-        self.id = broker_id or str(uuid.uuid4())
-        self.args = args
-
-    def message(self, retries: int) -> tuple[dict, dict, Any]:
-        # A retry is published from inside the attempt before it: Celery then names the task
-        # itself as the parent (``app.send_task`` takes the current task as parent).
-        parent = self.id if retries else None
-        headers, properties, body, _ = app.amqp.as_task_v2(
-            self.id,
-            self.task.name,
-            args=self.args,
-            kwargs={},
-            retries=retries,
-            root_id=self.id,
-            parent_id=parent,
-        )
-        return headers, properties, body
-
-    def request(self, retries: int) -> Any:
-        """The request context a worker builds from the message (``Request._context``)."""
-        headers, properties, body = self.message(retries)
-        message = Message(
-            body=dumps(body),
-            content_type="application/json",
-            content_encoding="utf-8",
-            headers=headers,
-            properties=properties,
-            delivery_info={"exchange": "", "routing_key": "celery", "redelivered": False},
-            accept=prepare_accept_content(["json"]),
-        )
-        return Request(message, app=app, task=self.task, hostname=HOST)._context
-
-    def publish(self, retries: int = 0) -> None:
-        headers, properties, body = self.message(retries)
-        signals.before_task_publish.send(
-            sender=self.task.name,
-            body=body,
-            exchange="",
-            routing_key="celery",
-            headers=headers,
-            properties=properties,
-            declare=[],
-            retry_policy=None,
-        )
-
-    def _in_task(self, retries: int, send: Callable[[Any], None]) -> None:
-        # The worker pushes the request on the task's stack around the signals it sends from
-        # the task's process, so ``task.request`` is the running attempt.
-        context = self.request(retries)
-        self.task.request_stack.push(context)
-        try:
-            send(context)
-        finally:
-            self.task.request_stack.pop()
-
-    def start(self, retries: int = 0) -> None:
-        self._in_task(
-            retries,
-            lambda ctx: signals.task_prerun.send(
-                sender=self.task, task_id=self.id, task=self.task, args=ctx.args, kwargs=ctx.kwargs
-            ),
-        )
-
-    def succeed(self, retries: int = 0, result: Any = 5) -> None:
-        self._in_task(
-            retries, lambda ctx: signals.task_success.send(sender=self.task, result=result)
-        )
-
-    def retry(self, retries: int = 0) -> None:
-        exc = RuntimeError(f"attempt {retries} failed")
-        einfo = _einfo(exc)
-        self._in_task(
-            retries,
-            lambda ctx: signals.task_retry.send(
-                sender=self.task, request=ctx, reason=Retry(exc=exc), einfo=einfo
-            ),
-        )
-
-    def fail(self, retries: int = 0, exc: BaseException | None = None) -> None:
-        exc = exc or ValueError("boom")
-        einfo = _einfo(exc)
-        self._in_task(
-            retries,
-            lambda ctx: signals.task_failure.send(
-                sender=self.task,
-                task_id=self.id,
-                exception=exc,
-                args=ctx.args,
-                kwargs=ctx.kwargs,
-                traceback=einfo.tb,
-                einfo=einfo,
-            ),
-        )
-
-    def lose(self, retries: int = 0) -> None:
-        """The pool child died: the worker's main process reports a WorkerLostError failure."""
-        self.fail(retries, WorkerLostError("Worker exited prematurely: signal 9 (SIGKILL)."))
-        background.flush()
-
-    def revoke(self, retries: int = 0) -> None:
-        """The worker's main process discards a revoked message."""
-        signals.task_revoked.send(
-            sender=self.task,
-            request=self.request(retries),
-            terminated=False,
-            signum=None,
-            expired=False,
-        )
-        background.flush()
-
+from tests.conftest import HOST, Lifecycle
 
 Step = tuple[str, Callable[[Lifecycle], None]]
 
