@@ -45,8 +45,10 @@ def test_demo_tasks_leave_a_task_in_every_status(subprocess_worker):
         "demo_tasks",
         addr="127.0.0.1:8765",
         queue=QUEUE,
-        long_steps=300,
+        # Long enough that the processing and retrying tasks are still there on a slow machine.
+        long_steps=1500,
         long_delay=0.2,
+        retry_countdown=600,
         wait=60,
         stdout=out,
     )

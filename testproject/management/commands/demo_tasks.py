@@ -54,6 +54,12 @@ class Command(BaseCommand):
             help="seconds per step of the long task (default 0.5: five minutes in all)",
         )
         parser.add_argument(
+            "--retry-countdown",
+            type=float,
+            default=90.0,
+            help="seconds the retrying demo task waits before its retry (default 90)",
+        )
+        parser.add_argument(
             "--queue",
             default=None,
             help="queue to send the demo tasks to (default: the Celery app's default queue)",
@@ -79,11 +85,12 @@ class Command(BaseCommand):
         self.send("done, with tags", tasks.tagged, user)
         self.send("done, with a JSON result", tasks.echo, user, {"value": {"rows": 1234}})
         self.send("done, after two retries", tasks.flaky, user, {"fail_times": 2, "countdown": 1})
+        countdown = float(options["retry_countdown"])
         self.send(
-            "retrying for 90 seconds, then done",
+            f"retrying for {countdown:g} seconds, then done",
             tasks.flaky,
             user,
-            {"fail_times": 1, "countdown": 90},
+            {"fail_times": 1, "countdown": countdown},
         )
         self.send("failed once its retries ran out", tasks.always_retry, user)
         failed = self.send(
@@ -114,7 +121,7 @@ class Command(BaseCommand):
             # The worker notices a dead pool process a few seconds later; count it once it has.
             self.until(crash, TaskStatus.LOST)
 
-        self.summary(str(options["addr"]))
+        self.summary(str(options["addr"]), countdown)
 
     def send(
         self,
@@ -161,13 +168,15 @@ class Command(BaseCommand):
         else:
             self.stdout.write(f"  {action}ed {task.name} ({task.pk}) as {user or 'nobody'}")
 
-    def summary(self, addr: str) -> None:
+    def summary(self, addr: str, countdown: float) -> None:
         """Print the tasks by status, and the pages to open."""
         time.sleep(min(self.wait, 3.0))  # let the quick tasks land before counting
         counts = dict(Task.objects.values_list("status").annotate(n=Count("pk")).order_by("status"))
         line = ", ".join(f"{status} {counts.get(status, 0)}" for status in TaskStatus.values)
         self.stdout.write(f"\nTasks by status now: {line}")
-        self.stdout.write("(the long task runs for a few minutes; the retrying one ends in 90 s)\n")
+        self.stdout.write(
+            f"(the long task runs for a few minutes; the retrying one ends in {countdown:g} s)\n"
+        )
 
         base = f"http://{addr}"
         self.stdout.write(self.style.SUCCESS("Where to look:"))
