@@ -70,3 +70,19 @@ def test_every_relative_link_of_the_readme_leads_to_a_file():
     assert "docs/quickstart.md" in local
     missing = [link for link in local if not (ROOT / link).exists()]
     assert not missing, f"README.md links to files that do not exist: {missing}"
+
+
+def test_plugins_page_documents_every_hook_and_every_event_field():
+    import dataclasses
+
+    from django_tasks_hub.plugins.base import TaskEvent, TaskHubPlugin
+
+    page = (DOCS / "plugins.md").read_text()
+    hooks = [name for name in vars(TaskHubPlugin) if name.startswith("on_")]
+    assert len(hooks) == len(TaskEvent.STATUS) + 1  # one per event kind, and progress
+    for hook in hooks:
+        assert f"| `{hook}(event)` |" in page, f"docs/plugins.md does not document {hook}"
+    for field in dataclasses.fields(TaskEvent):
+        assert re.search(rf"^\| `{field.name}`", page, re.MULTILINE) or re.search(
+            rf"^\| `\w+`, `{field.name}`", page, re.MULTILINE
+        ), f"docs/plugins.md does not document TaskEvent.{field.name}"
