@@ -41,6 +41,19 @@ def get_celery_app() -> Any:
     return cast(Any, current_app)._get_current_object()
 
 
+def _registered(app: Any, name: str) -> Any:
+    """The Celery task registered as ``name``, or ``None``.
+
+    Celery's autodiscovery is lazy: a web process that never imported the tasks modules has
+    none of them registered, so they are imported once before a name is called unknown.
+    """
+    task = app.tasks.get(name)
+    if task is None:
+        app.loader.import_default_modules()
+        task = app.tasks.get(name)
+    return task
+
+
 def _user_id(user: Any) -> Any:
     if user is None or not getattr(user, "is_authenticated", False):
         return None
@@ -146,7 +159,7 @@ def restart(
                 "Cancel it first, or wait until it ends.",
                 status=locked.status,
             )
-        sender = worker or get_celery_app().tasks.get(locked.name)
+        sender = worker or _registered(get_celery_app(), locked.name)
         if sender is None:
             raise UnknownTaskName(
                 f"Task name {locked.name!r} is not registered with the Celery app any more, "
