@@ -28,6 +28,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -239,15 +240,30 @@ def run(
     t0 = time.monotonic()
     try:
         pool = [start(n) for n in range(workers)]
-        publish_t0 = time.monotonic()
-        for kind in kinds:
-            duration = rng.uniform(0.3, 1.5) if kind == "slow" else rng.uniform(0, 0.02)
-            job.apply_async((kind, round(duration, 3)), queue=queue)
-        publish_s = time.monotonic() - publish_t0
-        out.write(
-            f"published {tasks} tasks in {publish_s:.1f}s ({tasks / publish_s:.0f}/s) "
-            f"to {workers} workers x {concurrency} ({'acks_late' if acks_late else 'acks early'})\n"
-        )
+        durations = [
+            rng.uniform(0.3, 1.5) if kind == "slow" else rng.uniform(0, 0.02) for kind in kinds
+        ]
+
+        mode = "acks_late" if acks_late else "acks early"
+
+        def publish() -> None:
+            # In its own thread, so the kill below lands while tasks are still coming in.
+            from django.db import connections
+
+            publish_t0 = time.monotonic()
+            try:
+                for kind, duration in zip(kinds, durations, strict=True):
+                    job.apply_async((kind, round(duration, 3)), queue=queue)
+            finally:
+                connections.close_all()
+            publish_s = time.monotonic() - publish_t0
+            out.write(
+                f"published {tasks} tasks in {publish_s:.1f}s ({tasks / publish_s:.0f}/s) to "
+                f"{workers} workers x {concurrency} ({mode})\n"
+            )
+
+        publisher = threading.Thread(target=publish, name="soak-publisher")
+        publisher.start()
         doomed = pool[0]
         doomed_host = doomed.name.split("@")[0]
 
@@ -274,8 +290,9 @@ def run(
             stuck = Task.objects.filter(status__in=ACTIVE_STATUSES).exclude(
                 status="processing", worker__startswith=doomed_host + "@"
             )
-            return not stuck.exists()
+            return c["tasks"] == tasks and not stuck.exists()
 
+        publisher.join()
         _wait("the live workers to finish", settled, timeout, out)
         result = reconcile(grace=0, timeout=2.0, app=app)
         out.write(

@@ -133,11 +133,14 @@ def reconcile(
 def _mark_lost(lost: LostRun, now: datetime.datetime) -> bool:
     """End one run as lost, and its task when that run is still the task's current attempt.
 
-    Runs, then tasks: the same lock order as the worker's own writes, so the two never wait
-    on each other in a cycle.
+    The task row is locked first, then the run: the order the receivers and ``services``
+    use, so reconcile and a worker's write never wait on each other in a cycle. Under the lock,
+    a redelivery that opened a new run at the same moment is either seen here, or comes after
+    and finds this run lost.
     """
     db = router.db_for_write(TaskRun)
     with transaction.atomic(using=db):
+        list(Task.objects.using(db).select_for_update().filter(pk=lost.task_id).values("pk"))
         closed = (
             TaskRun.objects.using(db)
             .filter(pk=lost.run_id, status=TaskStatus.PROCESSING)
@@ -146,24 +149,17 @@ def _mark_lost(lost: LostRun, now: datetime.datetime) -> bool:
         if not closed:
             return False  # Its end, or a redelivery, was recorded meanwhile: that wins.
         run = TaskRun.objects.using(db).values("broker_id", "retries").get(pk=lost.run_id)
-        # Lock the task before looking for other open runs of it, so a redelivery that opens
-        # a new run at the same moment is either seen here or sees this lost status.
-        task = (
-            Task.objects.using(db)
-            .select_for_update()
-            .filter(pk=lost.task_id, broker_id=run["broker_id"], retries=run["retries"])
-            .filter(status__in=ACTIVE_STATUSES)
-            .values_list("pk", flat=True)
-            .first()
-        )
-        if task is None:
-            return True
         other_open = TaskRun.objects.using(db).filter(
             task_id=OuterRef("pk"), status__in=RUN_OPEN_STATUSES
         )
         lost.task_marked = bool(
             Task.objects.using(db)
-            .filter(pk=task, status__in=ACTIVE_STATUSES)
+            .filter(
+                pk=lost.task_id,
+                broker_id=run["broker_id"],
+                retries=run["retries"],
+                status__in=ACTIVE_STATUSES,
+            )
             .exclude(Exists(other_open))
             .update(
                 status=TaskStatus.LOST,

@@ -209,7 +209,7 @@ def _closed_port() -> int:
 #: A Celery app whose broker port is closed: nothing listens there. The project's shared tasks
 #: (``demo.add``...) register on it too, so a restart finds them by name.
 _DEAD_URL = f"redis://127.0.0.1:{_closed_port()}/0"
-dead_app = Celery("dead-broker", broker=_DEAD_URL)
+dead_app = Celery("dead-broker", broker=_DEAD_URL, set_as_current=False)
 # The environment's CELERY_BROKER_URL would win over ``broker``; these two settings win over it.
 dead_app.conf.broker_write_url = dead_app.conf.broker_read_url = _DEAD_URL
 dead_app.conf.broker_connection_retry_on_startup = False

@@ -189,7 +189,7 @@ class TaskDbPlugin(TaskHubPlugin):
         run_fields, task_fields = self._fields(event)
         with transaction.atomic(using=self.db):
             task_moved = self._move_task(event, status, task_fields)
-            if event.redelivered:
+            if event.kind == "started":
                 self._close_redelivered(event)
             run_moved = self._move_run(event, status, run_fields)
             if not run_moved and event.retries is not None and not self._runs(event).exists():
@@ -445,22 +445,30 @@ class TaskDbPlugin(TaskHubPlugin):
     def _close_redelivered(self, event: TaskEvent) -> None:
         """A redelivered message (``acks_late`` after a worker died) ends the run that was
         processing as lost and opens a new run for the new delivery, instead of bringing the
-        old one back."""
+        old one back.
+
+        A start is a new delivery when its run already started at another moment: some
+        transports never set the ``redelivered`` flag (kombu's filesystem transport), and a
+        retried write of the same start carries the same timestamp. A run that reconcile had
+        already marked ``lost`` gets its new run too, and its task follows the new run.
+        """
         previous = (
             self._runs(event)
-            .filter(status=TaskStatus.PROCESSING)
-            .values_list("pk", "task_id", "delivery", "attempt")
+            .filter(status__in=(TaskStatus.PROCESSING, TaskStatus.LOST), started_at__isnull=False)
+            .exclude(started_at=event.timestamp)
+            .values_list("pk", "task_id", "delivery", "attempt", "status")
             .first()
         )
         if previous is None:
             return
-        pk, task_pk, delivery, attempt = previous
+        pk, task_pk, delivery, attempt, was = previous
         runs = self.run_model.objects.using(self.db)
-        closed = runs.filter(pk=pk, status=TaskStatus.PROCESSING).update(
-            status=TaskStatus.LOST, finished_at=event.timestamp, error=REDELIVERED_ERROR
-        )
-        if not closed:
-            return
+        if was == TaskStatus.PROCESSING:
+            closed = runs.filter(pk=pk, status=TaskStatus.PROCESSING).update(
+                status=TaskStatus.LOST, finished_at=event.timestamp, error=REDELIVERED_ERROR
+            )
+            if not closed:
+                return
         run = self.run_model(
             task_id=task_pk,
             name=event.name,
@@ -473,6 +481,19 @@ class TaskDbPlugin(TaskHubPlugin):
             queued_at=event.timestamp,
         )
         if self._insert(run):
-            self.task_model.objects.using(self.db).filter(pk=task_pk).update(
-                attempts=Greatest(F("attempts"), Value(attempt + 1))
-            )
+            tasks = self.task_model.objects.using(self.db)
+            tasks.filter(pk=task_pk).update(attempts=Greatest(F("attempts"), Value(attempt + 1)))
+            if was == TaskStatus.LOST:
+                # Like a restart, a new delivery is a new run: the task leaves ``lost``.
+                tasks.filter(
+                    pk=task_pk,
+                    broker_id=event.broker_id,
+                    retries=event.retries or 0,
+                    status=TaskStatus.LOST,
+                ).update(
+                    status=TaskStatus.PROCESSING,
+                    error="",
+                    traceback="",
+                    finished_at=None,
+                    updated_at=event.timestamp,
+                )
