@@ -455,6 +455,8 @@ class TaskAdmin(ScalableListMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     search_help_text = _("A task id, a broker (Celery) id, or part of a task name.")
     ordering = ("-created_at",)
     actions = ("restart_selected", "cancel_selected")
+    #: Most tasks one Restart or Cancel action goes through.
+    action_limit = 1000
     inlines = (TaskRunInline,)
     fieldsets = (
         (
@@ -745,6 +747,21 @@ class TaskAdmin(ScalableListMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         verb: _Verb,
     ) -> None:
         """Call ``service`` on each selected task; say in one message what happened."""
+        # "Select all" on a large list would hold one request for as long as it takes to go
+        # through every task, one transaction each: refuse it up front, change nothing.
+        limit = self.action_limit
+        selected = queryset.order_by()[: limit + 1].count()
+        if selected > limit:
+            self.message_user(
+                request,
+                gettext(
+                    "More than %(limit)s tasks are selected; an action takes at most %(limit)s "
+                    "at a time. Narrow the list with the filters or the dates, then run it again."
+                )
+                % {"limit": f"{limit:,}"},
+                messages.ERROR,
+            )
+            return
         done = 0
         skipped: dict[str, list[Task]] = defaultdict(list)
         tasks = queryset.only("pk", "name", "status").order_by().iterator(chunk_size=500)

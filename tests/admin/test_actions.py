@@ -215,3 +215,16 @@ def test_cancel_button_with_the_broker_down(client, superuser, make_task):
     assert "The broker could not be reached, so the task was not canceled" in str(message)
     task.refresh_from_db()
     assert task.status == "processing"
+
+
+def test_too_many_selected_changes_nothing(client, superuser, make_task, monkeypatch):
+    monkeypatch.setattr("django_tasks_hub.admin.TaskAdmin.action_limit", 2)
+    tasks = [make_task("demo.fail", "failed") for _ in range(3)]
+    client.force_login(superuser)
+    [message] = run_action(client, "restart_selected", tasks).context["messages"]
+    assert message.tags == "error"
+    assert str(message).startswith("More than 2 tasks are selected; an action takes at most 2")
+    assert Task.objects.filter(status="failed", attempts=1).count() == 3
+    # Within the limit it goes through.
+    [message] = run_action(client, "restart_selected", tasks[:2]).context["messages"]
+    assert str(message) == "2 tasks restarted."
