@@ -88,6 +88,16 @@ def session_worker(
 
 
 @pytest.fixture
+def eager(db: Any) -> Iterator[None]:
+    """Celery's ``task_always_eager``: tasks run in the test's thread, in its transaction."""
+    celery_app.conf.task_always_eager = True
+    try:
+        yield
+    finally:
+        celery_app.conf.task_always_eager = False
+
+
+@pytest.fixture
 def worker(session_worker: Any, transactional_db: Any) -> Iterator[Any]:
     """A running worker, with the database committed so the worker sees the test's rows."""
     yield session_worker

@@ -243,15 +243,6 @@ def test_recorded_when_the_publishing_transaction_rolled_back(worker: Any) -> No
 # -- eager mode --------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def eager(db: Any) -> Iterator[None]:
-    celery_app.conf.task_always_eager = True
-    try:
-        yield
-    finally:
-        celery_app.conf.task_always_eager = False
-
-
 @pytest.mark.usefixtures("eager")
 def test_eager_success_failure_and_retries_are_recorded() -> None:
     done = Task.objects.get(pk=tasks.add.delay(1, 2).id)
