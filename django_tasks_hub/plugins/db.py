@@ -189,9 +189,11 @@ class TaskDbPlugin(TaskHubPlugin):
         run_fields, task_fields = self._fields(event)
         with transaction.atomic(using=self.db):
             task_moved = self._move_task(event, status, task_fields)
-            if event.kind == "started":
-                self._close_redelivered(event)
             run_moved = self._move_run(event, status, run_fields)
+            # Only a start that found its run already started can be a new delivery: the first
+            # start of a run (the common case) costs no extra query.
+            if not run_moved and event.kind == "started" and self._close_redelivered(event):
+                run_moved = self._move_run(event, status, run_fields)
             if not run_moved and event.retries is not None and not self._runs(event).exists():
                 # Published outside Django, eagerly, or in a transaction that rolled back.
                 task = self._ensure_task(event)
@@ -442,7 +444,7 @@ class TaskDbPlugin(TaskHubPlugin):
             )
         return True
 
-    def _close_redelivered(self, event: TaskEvent) -> None:
+    def _close_redelivered(self, event: TaskEvent) -> bool:
         """A redelivered message (``acks_late`` after a worker died) ends the run that was
         processing as lost and opens a new run for the new delivery, instead of bringing the
         old one back.
@@ -460,7 +462,7 @@ class TaskDbPlugin(TaskHubPlugin):
             .first()
         )
         if previous is None:
-            return
+            return False
         pk, task_pk, delivery, attempt, was = previous
         runs = self.run_model.objects.using(self.db)
         if was == TaskStatus.PROCESSING:
@@ -468,7 +470,7 @@ class TaskDbPlugin(TaskHubPlugin):
                 status=TaskStatus.LOST, finished_at=event.timestamp, error=REDELIVERED_ERROR
             )
             if not closed:
-                return
+                return False
         run = self.run_model(
             task_id=task_pk,
             name=event.name,
@@ -480,20 +482,22 @@ class TaskDbPlugin(TaskHubPlugin):
             status=TaskStatus.PENDING,
             queued_at=event.timestamp,
         )
-        if self._insert(run):
-            tasks = self.task_model.objects.using(self.db)
-            tasks.filter(pk=task_pk).update(attempts=Greatest(F("attempts"), Value(attempt + 1)))
-            if was == TaskStatus.LOST:
-                # Like a restart, a new delivery is a new run: the task leaves ``lost``.
-                tasks.filter(
-                    pk=task_pk,
-                    broker_id=event.broker_id,
-                    retries=event.retries or 0,
-                    status=TaskStatus.LOST,
-                ).update(
-                    status=TaskStatus.PROCESSING,
-                    error="",
-                    traceback="",
-                    finished_at=None,
-                    updated_at=event.timestamp,
-                )
+        if not self._insert(run):
+            return False
+        tasks = self.task_model.objects.using(self.db)
+        tasks.filter(pk=task_pk).update(attempts=Greatest(F("attempts"), Value(attempt + 1)))
+        if was == TaskStatus.LOST:
+            # Like a restart, a new delivery is a new run: the task leaves ``lost``.
+            tasks.filter(
+                pk=task_pk,
+                broker_id=event.broker_id,
+                retries=event.retries or 0,
+                status=TaskStatus.LOST,
+            ).update(
+                status=TaskStatus.PROCESSING,
+                error="",
+                traceback="",
+                finished_at=None,
+                updated_at=event.timestamp,
+            )
+        return True
