@@ -57,7 +57,16 @@ def _active_by_worker(app: Any, workers: list[str], timeout: float) -> dict[str,
     ids its pool runs right now. A worker that is busy answers too: prefork, threads and
     gevent workers reply from their main loop, not from the pool.
     """
-    replies = app.control.inspect(destination=workers, timeout=timeout).active() or {}
+    from django_tasks_hub.services import _connect
+
+    # A bounded connection, as restart and cancel use: a broker that is down or hung makes
+    # reconcile fail quickly instead of waiting forever.
+    conn = _connect(app)
+    try:
+        inspect = app.control.inspect(destination=workers, timeout=timeout, connection=conn)
+        replies = inspect.active() or {}
+    finally:
+        conn.release()
     return {
         name: {str(request.get("id")) for request in (requests or [])}
         for name, requests in replies.items()

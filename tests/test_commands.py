@@ -347,3 +347,56 @@ def test_reconcile_leaves_runs_inside_the_grace_period() -> None:
         out = run("reconcile", "--timeout", "0.3")
     assert "Checked 0 processing run(s)" in out
     assert Task.objects.get(pk=task.pk).status == TaskStatus.PROCESSING
+
+
+@pytest.fixture
+def silent_broker() -> Any:
+    """A TCP port that accepts connections and never answers: a hung broker."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    app = Celery("silent-broker", set_as_current=False)
+    url = f"redis://127.0.0.1:{server.getsockname()[1]}/0"
+    app.conf.broker_url = app.conf.broker_write_url = app.conf.broker_read_url = url
+    app.conf.broker_connection_retry_on_startup = False
+    yield app
+    server.close()
+
+
+#: Set by the fixture for ``override_settings`` to find by dotted path.
+silent_app: Any = None
+
+
+@pytest.mark.timeout(60)  # A restart that hangs on the silent broker fails the test here.
+@pytest.mark.django_db(transaction=True)
+def test_restart_with_a_silent_broker_gives_up_in_bounded_time(silent_broker: Any) -> None:
+    global silent_app
+    silent_app = silent_broker
+    task = make_task(TaskStatus.DONE)
+    settings = {"CELERY_APP": "tests.test_commands.silent_app", "BROKER_TIMEOUT": 1.0}
+    with (
+        override_settings(TASKS_HUB=settings),
+        pytest.raises(CommandError, match="broker") as err,
+    ):
+        run("restart", str(task.pk))
+    assert err.value.returncode == EXIT_BROKER
+    task.refresh_from_db()
+    assert task.status not in (TaskStatus.PENDING, TaskStatus.PROCESSING)
+    assert not task.runs.open().exists()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.django_db(transaction=True)
+def test_reconcile_with_a_silent_broker_gives_up_in_bounded_time(silent_broker: Any) -> None:
+    global silent_app
+    silent_app = silent_broker
+    task = make_task(TaskStatus.PROCESSING)
+    TaskRun.objects.filter(task=task).update(worker="w@x")
+    settings = {"CELERY_APP": "tests.test_commands.silent_app", "BROKER_TIMEOUT": 1.0}
+    with (
+        override_settings(TASKS_HUB=settings),
+        pytest.raises(CommandError, match="Could not ask the workers") as err,
+    ):
+        run("reconcile", "--grace", "0", "--timeout", "0.5")
+    assert err.value.returncode == EXIT_BROKER
+    assert TaskRun.objects.get(task=task).status == TaskStatus.PROCESSING

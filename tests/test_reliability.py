@@ -117,7 +117,7 @@ def test_worker_killed_then_reconcile_marks_its_runs_lost(subprocess_worker: Any
     assert Task.objects.get(pk=on_doomed.id).status == TaskStatus.PROCESSING
 
     out = io.StringIO()
-    call_command("tasks_hub", "reconcile", "--grace", "0", "--timeout", "1", stdout=out)
+    call_command("tasks_hub", "reconcile", "--grace", "0", "--timeout", "3", stdout=out)
     assert f"gone: {q1}@" in out.getvalue()
     assert "Marked 1 run(s) lost." in out.getvalue()
     lost = Task.objects.get(pk=on_doomed.id)
@@ -139,11 +139,36 @@ def test_reconcile_after_a_restart_under_the_same_name(subprocess_worker: Any) -
     wait_status(result.id, "processing", timeout=60)
     first.stop(signal.SIGKILL)
     subprocess_worker("-Q", q, "-n", f"{q}@%h", "-P", "threads", "-c", "2")
-    outcome = reconcile(grace=0, timeout=1)
+    outcome = reconcile(grace=0, timeout=3)
     assert outcome.workers_alive and not outcome.workers_gone
     (lost,) = outcome.lost
     assert lost.task_marked and "no longer runs this attempt" in lost.reason
     assert_consistent(Task.objects.get(pk=result.id))
+
+
+def test_a_live_worker_too_slow_to_answer_is_corrected_by_the_real_end(
+    subprocess_worker: Any,
+) -> None:
+    """Reconcile's one possible mistake (a live worker that missed the timeout) heals itself:
+    ``lost`` is the weakest end, and the run's real end replaces it."""
+    q = queue_name()
+    w = subprocess_worker("-Q", q, "-n", f"{q}@%h", "-P", "prefork", "-c", "1")
+    result = tasks.long_running.apply_async((16, 0.25), queue=q)
+    wait_status(result.id, "processing", timeout=60)
+    # Freeze the main process (as an overloaded machine would): it cannot answer, while its
+    # pool process goes on running the task.
+    os.kill(w.proc.pid, signal.SIGSTOP)
+    try:
+        outcome = reconcile(grace=0, timeout=0.5)
+    finally:
+        os.kill(w.proc.pid, signal.SIGCONT)
+    assert [lost.broker_id for lost in outcome.lost] == [result.id]
+    assert Task.objects.get(pk=result.id).status == TaskStatus.LOST
+    task = wait_status(result.id, "done", timeout=60)
+    (run,) = runs_of(task)
+    assert run.status == TaskStatus.DONE and run.error == "" and task.error == ""
+    assert task.result == 16
+    assert_consistent(task)
 
 
 # -- (c) acks_late redelivery --------------------------------------------------------------------
