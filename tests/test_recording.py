@@ -189,6 +189,44 @@ def test_the_same_message_published_twice_is_one_task(worker: Any) -> None:
     assert Task.objects.get(pk=task.pk).attempts == len(runs)
 
 
+def test_a_prefork_worker_process_records_the_same(subprocess_worker: Any) -> None:
+    """``celery worker`` as deployed: its own process, tasks run in forked pool children."""
+    queue = f"core-{uuid.uuid4().hex[:8]}"
+    subprocess_worker("-Q", queue, "-n", f"{queue}@%h", "-P", "prefork", "-c", "2")
+    done = tasks.add.apply_async((20, 22), queue=queue)
+    failed = tasks.fail.apply_async(("no luck",), queue=queue)
+    retried = tasks.flaky.apply_async(kwargs={"fail_times": 1, "countdown": 0.1}, queue=queue)
+    task = wait_status(done.id, "done", timeout=60)
+    assert task.result == 42 and task.worker.startswith(f"{queue}@")
+    assert wait_status(failed.id, "failed").error == "ValueError: no luck"
+    task = wait_status(retried.id, "done")
+    runs = runs_of(task)
+    assert [(r.status, r.trigger) for r in runs] == [("retrying", "initial"), ("done", "retry")]
+    assert all(r.worker.startswith(f"{queue}@") and r.runtime is not None for r in runs)
+    assert runs[0].started_at <= runs[1].queued_at <= runs[1].started_at
+
+
+def test_who_submitted_and_who_restarted(worker: Any, django_user_model: Any) -> None:
+    from django_tasks_hub import services
+
+    alice = django_user_model.objects.create_user("alice")
+    bob = django_user_model.objects.create_user("bob")
+    task = services.submit(tasks.add, (1, 2), user=alice)
+    assert task is not None and task.created_by == alice
+    task = wait_status(str(task.pk), "done")
+    services.restart(task, user=bob)
+    restarted = wait_for(
+        lambda: (t := Task.objects.get(pk=task.pk)).status == "done" and t.attempts == 2 and t,
+        what="the restart to run",
+    )
+    assert restarted.created_by == alice and restarted.broker_id != str(task.pk)
+    first, second = runs_of(restarted)
+    assert (first.trigger, first.triggered_by, first.attempt) == ("initial", alice, 1)
+    assert (second.trigger, second.triggered_by, second.attempt) == ("restart", bob, 2)
+    assert second.status == "done" and second.result == 3
+    assert restarted.created_at == first.queued_at < second.queued_at <= second.started_at
+
+
 # -- published by a process that wrote no row -------------------------------------------------
 
 

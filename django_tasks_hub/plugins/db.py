@@ -166,7 +166,9 @@ class TaskDbPlugin(TaskHubPlugin):
             task = self._ensure_task(event)
             if task is None:
                 return
-            if not task.created and not event.retries:
+            if not task.created and not event.retries and task.pk == task_pk_for(event.broker_id):
+                # A worker's event created the task first. (A restart's publish is skipped: the
+                # restart wrote its rows, and the task was created long before.)
                 self._fill_from_publish(event)
             if not self._ensure_run(event, task):
                 self._runs(event).filter(delivery=0).update(
@@ -317,9 +319,10 @@ class TaskDbPlugin(TaskHubPlugin):
             "options": to_json(event.options) or {},
             "created_at": Least(F("created_at"), at),
         }
+        tasks = self.task_model.objects.using(self.db).filter(broker_id=event.broker_id)
+        tasks.update(**fields)
         if event.user_id is not None:
-            fields["created_by_id"] = event.user_id
-        self.task_model.objects.using(self.db).filter(broker_id=event.broker_id).update(**fields)
+            tasks.filter(created_by__isnull=True).update(created_by_id=event.user_id)
 
     # -- creating rows (rule 2) ----------------------------------------------------------------
 
