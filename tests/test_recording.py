@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from celery import chain, group, signals
+from celery import Celery, chain, group, signals
 from django.conf import settings
 from django.db import connection, transaction
 from django.test import override_settings
@@ -315,6 +315,22 @@ def test_skip_db_tag_writes_no_row(worker: Any, succeeded: set[str]) -> None:
     assert not TaskRun.objects.filter(broker_id=result.id).exists()
     assert tasks.skipped.apply().get() == "not recorded"
     assert not Task.objects.filter(name="demo.skipped").exists()
+
+
+#: The Celery app of a process that publishes by name and does not have the task's code.
+web_app = Celery("web-process", set_as_current=False)
+web_app.tasks.unregister("demo.skipped")
+
+
+def test_skip_db_task_published_by_name_leaves_no_row(worker: Any, succeeded: set[str]) -> None:
+    with override_settings(TASKS_HUB={"CELERY_APP": "tests.test_recording.web_app"}):
+        result = celery_app.send_task("demo.skipped")
+        # The publisher cannot see the tag, so it recorded the task...
+        assert Task.objects.filter(broker_id=result.id).exists()
+        wait_for(lambda: result.id in succeeded, what="demo.skipped to run")
+    # ...and the worker, which sees it, removed the rows before running it.
+    assert not Task.objects.filter(broker_id=result.id).exists()
+    assert not TaskRun.objects.filter(broker_id=result.id).exists()
 
 
 # -- a database error in a receiver ------------------------------------------------------------

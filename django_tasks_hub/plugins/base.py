@@ -105,6 +105,10 @@ class TaskHubPlugin:
     def on_progress(self, event: TaskEvent) -> None:
         """A running task reported progress (``event.progress``)."""
 
+    def on_skipped(self, event: TaskEvent) -> None:
+        """A worker runs a task tagged ``skip_db`` that its publisher, not knowing the tag
+        (it published by name), recorded anyway: forget what was recorded."""
+
     def dispatch(self, event: TaskEvent) -> None:
         """Call the hook named after ``event.kind``."""
         getattr(self, f"on_{event.kind}")(event)

@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 
 #: Header carrying the id of the user who submitted a task (see ``services.submit``).
 USER_HEADER = "tasks_hub_user"
+#: Header set when the publisher recorded a task it did not know (published by name).
+RECORDED_HEADER = "tasks_hub_recorded"
 
 # Start times by (broker id, retries), to give each run its runtime. Bounded: entries of
 # attempts that never report an end (a killed child) must not pile up.
@@ -77,7 +79,8 @@ def on_before_task_publish(
     **_: Any,
 ) -> None:
     """Publish (in the publishing process): the task and its run appear as pending."""
-    headers = headers or {}
+    if headers is None:
+        return
     broker_id = headers.get("id")
     name = headers.get("task") or sender
     if not broker_id or not name:
@@ -85,6 +88,10 @@ def on_before_task_publish(
     task = _app().tasks.get(name)
     if task is not None and _skipped(task):
         return
+    if task is None:
+        # Published by name: only the worker knows the task's tags. Say that a row was
+        # written, so a worker that finds the task tagged ``skip_db`` removes it.
+        headers[RECORDED_HEADER] = True
     args, kwargs = (
         (body[0], body[1]) if isinstance(body, list | tuple) and len(body) >= 2 else ((), {})
     )
@@ -145,9 +152,13 @@ def on_task_prerun(
     sender: Any = None, task_id: str | None = None, args: Any = None, kwargs: Any = None, **_: Any
 ) -> None:
     """Start (in the process running the task)."""
-    if sender is None or task_id is None or _skipped(sender):
+    if sender is None or task_id is None:
         return
     request = sender.request
+    if _skipped(sender):
+        if _header(request, RECORDED_HEADER):
+            _emit(_request_event("skipped", sender, request))
+        return
     retries = int(request.retries or 0)
     _started[(task_id, retries)] = time.monotonic()
     while len(_started) > _STARTED_MAX:

@@ -103,6 +103,9 @@ class TaskDbPlugin(TaskHubPlugin):
     def on_progress(self, event: TaskEvent) -> None:
         self._write(self.record_progress, event)
 
+    def on_skipped(self, event: TaskEvent) -> None:
+        self._write(self.forget, event)
+
     # -- history -------------------------------------------------------------------------------
 
     def get_history(self, query: HistoryQuery) -> HistoryPage:
@@ -206,6 +209,11 @@ class TaskDbPlugin(TaskHubPlugin):
                 task_moved = task_moved or self._move_task(event, status, task_fields)
             if event.kind == "started":
                 self._fill_start(event, run_moved, task_moved)
+
+    def forget(self, event: TaskEvent) -> None:
+        """Delete the rows a publisher wrote for a task that must not be recorded."""
+        tasks = self.task_model.objects.using(self.db)
+        tasks.filter(pk=task_pk_for(event.broker_id), broker_id=event.broker_id).delete()
 
     def record_progress(self, event: TaskEvent) -> None:
         """Store the progress a running task reported on its task row."""
