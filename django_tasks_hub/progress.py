@@ -26,6 +26,7 @@ def set_progress(
 
     request = current_task.request if current_task else None
     broker_id = task_id or (request.id if request is not None else None)
+    own = request is not None and request.id == broker_id
     if not broker_id:
         raise RuntimeError("set_progress() is called outside a Celery task: pass task_id=.")
     if total is not None and total < 0:
@@ -37,9 +38,10 @@ def set_progress(
         TaskEvent(
             kind="progress",
             broker_id=str(broker_id),
-            name=getattr(current_task, "name", "") or "",
+            name=(getattr(current_task, "name", "") or "") if own else "",
             timestamp=timezone.now(),
-            retries=getattr(request, "retries", 0) if request is not None else 0,
+            # The attempt is known only for the running task itself.
+            retries=int(request.retries or 0) if own and request is not None else None,
             progress=progress,
         )
     )
