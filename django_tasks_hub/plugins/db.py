@@ -149,7 +149,7 @@ class TaskDbPlugin(TaskHubPlugin):
         # is closed; Django opens a new one on next use. Inside the caller's transaction the
         # connection is theirs: the savepoint was rolled back and they carry on.
         conn = connections[self.db]
-        if conn.in_atomic_block:
+        if conn.in_atomic_block or (conn.connection is not None and not conn.get_autocommit()):
             return
         try:
             conn.close()
