@@ -181,12 +181,13 @@ class TaskDbPlugin(TaskHubPlugin):
                     **({"triggered_by_id": event.user_id} if event.user_id is not None else {}),
                 )
             if event.retries:
+                # The task row before the earlier run (the lock order of the class docstring).
+                if not task.created:
+                    self._move_task(event, TaskStatus.RETRYING, {})
                 runs = self.run_model.objects.using(self.db)
                 runs.for_broker_id(event.broker_id, event.retries - 1).open().update(
                     status=TaskStatus.RETRYING, finished_at=event.timestamp
                 )
-                if not task.created:
-                    self._move_task(event, TaskStatus.RETRYING, {})
 
     def record_transition(self, event: TaskEvent) -> None:
         """Move the task and the run to ``event.status`` where rule 1 allows; fill in the rest."""
