@@ -15,13 +15,14 @@ app = Celery("bench")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.imports = ("bench.tasks",)
 
-if settings.BENCH_MODE != "hub":
+if settings.BENCH_MODE not in ("hub", "hubfast"):
     # Off means off: no receiver runs, not even one that finds no plugin.
     from django_tasks_hub.plugins.celery import disconnect
 
     disconnect()
 
-if settings.BENCH_MODE == "hub" and os.environ.get("BENCH_HUB_PRERUN_LAST") == "1":
+prerun_last = os.environ.get("BENCH_HUB_PRERUN_LAST") == "1"
+if settings.BENCH_MODE == "hubfast" or (settings.BENCH_MODE == "hub" and prerun_last):
     # Experiment for a proposal: let the hub's start receiver run after Celery's Django fixup
     # (which closes the connection at task_prerun), so a task opens one connection, not two.
     from celery import signals

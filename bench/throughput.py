@@ -7,7 +7,8 @@ publisher process (its own, so the hub's publish receiver runs there as in a pro
 start a real ``celery worker`` (prefork, 2 children, the same settings in every mode) and let
 it drain the queue. Reports publish rate, worker rate (first to last task end) and the
 combined rate N / (publish time + drain time), with ratios against bare Celery and
-django-celery-results measured in the same run. Then, for the hub, the recording latency:
+django-celery-results measured in the same run (``--modes`` also takes ``hubfast``: the hub
+with the proposals of bench/one_statement.py). Then, for the hub, the recording latency:
 tasks published at a steady pace while a poller watches for each task's row to show ``done``.
 """
 
@@ -52,7 +53,7 @@ def count_recorded(mode: str, db_url: str) -> int:
     if mode == "bare":
         return -1
     with pg_connect(db_url) as conn:
-        if mode == "hub":
+        if mode in ("hub", "hubfast"):
             sql = "SELECT count(*) FROM django_tasks_hub_task WHERE status = 'done'"
         else:
             sql = "SELECT count(*) FROM django_celery_results_taskresult WHERE status = 'SUCCESS'"
@@ -189,7 +190,7 @@ def main() -> None:
             result = run_mode(mode, opts, extra_env)
             runs[mode].append(result)
             print(
-                f"  round {round_ + 1} {mode:<4}: publish {result['publish_rate']:7.0f}/s  "
+                f"  round {round_ + 1} {mode:<7}: publish {result['publish_rate']:7.0f}/s  "
                 f"worker {result['worker_rate']:7.0f}/s  combined {result['combined_rate']:7.0f}/s"
                 f"  recorded {result['recorded']}",
                 flush=True,
@@ -208,14 +209,14 @@ def main() -> None:
         for m, rs in runs.items()
     }
     print()
-    header = f"{'mode':<5} {'publish/s':>10} {'worker/s':>9} {'combined/s':>11}"
+    header = f"{'mode':<7} {'publish/s':>10} {'worker/s':>9} {'combined/s':>11}"
     for base in ("bare", "dcr"):
         if base in summary:
             header += f" {'x ' + base + ' (pub/wrk/comb)':>24}"
     print(header)
     for mode, s in summary.items():
         line = (
-            f"{mode:<5} {s['publish_rate']:>10.0f} {s['worker_rate']:>9.0f} "
+            f"{mode:<7} {s['publish_rate']:>10.0f} {s['worker_rate']:>9.0f} "
             f"{s['combined_rate']:>11.0f}"
         )
         for base in ("bare", "dcr"):
@@ -228,12 +229,12 @@ def main() -> None:
                 )
         print(line)
     print("\nPostgreSQL work per task (pg_stat_database deltas / N):")
-    print(f"{'mode':<5} {'phase':<8} {'commits':>8} {'sessions':>9} {'inserted':>9} {'updated':>8}")
+    print(f"{'mode':<7} {'phase':<8} {'commits':>8} {'sessions':>9} {'inserted':>9} {'updated':>8}")
     for mode, s in summary.items():
         for phase in ("publish", "worker"):
             d = s[f"{phase}_db"]
             print(
-                f"{mode:<5} {phase:<8} {d['commits']:>8.2f} {d['sessions']:>9.2f} "
+                f"{mode:<7} {phase:<8} {d['commits']:>8.2f} {d['sessions']:>9.2f} "
                 f"{d['inserted']:>9.2f} {d['updated']:>8.2f}"
             )
     latency = None

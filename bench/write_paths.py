@@ -68,93 +68,13 @@ def events(broker_id: str) -> tuple[Any, Any, Any]:
     return queued, started, succeeded
 
 
-class OneStatement:
-    """The proposal: each event is one statement, its rule-1 conditions in the WHERE."""
-
-    def __init__(self) -> None:
-        from django.db import connection
-
-        from django_tasks_hub.models import Task, TaskRun
-
-        self.connection = connection
-        self.task = Task
-        self.run = TaskRun
-        self.task_fields = [f for f in Task._meta.concrete_fields]
-        self.run_fields = [f for f in TaskRun._meta.concrete_fields if f.name != "id"]
-
-    def _values(self, obj: Any, fields: list[Any]) -> list[Any]:
-        return [f.get_db_prep_save(getattr(obj, f.attname), self.connection) for f in fields]
-
-    def queued(self, event: Any) -> None:
-        from django_tasks_hub.states import RunTrigger, TaskStatus
-
-        task = self.task(
-            pk=uuid.UUID(event.broker_id), name=event.name, args=list(event.args),
-            kwargs=event.kwargs, options=event.options, status=TaskStatus.PENDING,
-            broker_id=event.broker_id, retries=0, tags=[], attempts=1,
-            created_at=event.timestamp, updated_at=event.timestamp,
-        )  # fmt: skip
-        run = self.run(
-            task_id=task.pk, name=event.name, attempt=1, broker_id=event.broker_id, retries=0,
-            trigger=RunTrigger.INITIAL, status=TaskStatus.PENDING, queued_at=event.timestamp,
-        )  # fmt: skip
-        tcols = ", ".join(f'"{f.column}"' for f in self.task_fields)
-        rcols = ", ".join(f'"{f.column}"' for f in self.run_fields)
-        tph = ", ".join(["%s"] * len(self.task_fields))
-        # Typed: in a VALUES list under SELECT a NULL has no type of its own.
-        rph = ", ".join(f"CAST(%s AS {f.db_type(self.connection)})" for f in self.run_fields)
-        sql = (
-            f"WITH t AS (INSERT INTO {self.task._meta.db_table} ({tcols}) VALUES ({tph})"
-            f" ON CONFLICT DO NOTHING RETURNING 1)"
-            f" INSERT INTO {self.run._meta.db_table} ({rcols}) SELECT * FROM (VALUES ({rph})) v"
-            f" WHERE EXISTS (SELECT FROM t) ON CONFLICT DO NOTHING RETURNING 1"
-        )
-        params = self._values(task, self.task_fields) + self._values(run, self.run_fields)
-        with self.connection.cursor() as cur:
-            cur.execute(sql, params)
-            if cur.fetchone() is None:
-                raise RuntimeError("slow path (task existed): not part of this benchmark")
-
-    def transition(self, event: Any) -> None:
-        from django_tasks_hub.states import ACTIVE_STATUSES, RUN_ALLOWED_FROM, TASK_ALLOWED_FROM
-
-        status = event.status
-        run_set: dict[str, Any] = {"status": status}
-        task_set: dict[str, Any] = {"status": status, "updated_at": event.timestamp, "retries": 0}
-        if event.kind == "started":
-            run_set.update(started_at=event.timestamp, worker=event.worker)
-            task_set.update(started_at=event.timestamp, worker=event.worker, finished_at=None)
-        else:
-            run_set.update(finished_at=event.timestamp, runtime=event.runtime,
-                           worker=event.worker, result=None)  # fmt: skip
-            task_set.update(result=None, error="", traceback="", finished_at=event.timestamp)
-        rs = ", ".join(f'"{k}" = %s' for k in run_set)
-        ts = ", ".join(f'"{k}" = %s' for k in task_set)
-        sql = (
-            f"WITH r AS (UPDATE {self.run._meta.db_table} SET {rs}"
-            f" WHERE broker_id = %s AND retries = %s AND status = ANY(%s) RETURNING 1),"
-            f" t AS (UPDATE {self.task._meta.db_table} SET {ts} WHERE broker_id = %s AND"
-            f" ((retries = %s AND status = ANY(%s)) OR (retries < %s AND status = ANY(%s)))"
-            f" RETURNING 1) SELECT (SELECT count(*) FROM r), (SELECT count(*) FROM t)"
-        )
-        params = [
-            *run_set.values(), event.broker_id, 0, sorted(RUN_ALLOWED_FROM[status]),
-            *task_set.values(), event.broker_id, 0, sorted(TASK_ALLOWED_FROM[status]),
-            0, sorted(ACTIVE_STATUSES),
-        ]  # fmt: skip
-        with self.connection.cursor() as cur:
-            cur.execute(sql, params)
-            runs, _tasks = cur.fetchone()
-        if not runs:
-            raise RuntimeError("slow path (no open run): not part of this benchmark")
-
-
 def measure(n: int, per: dict[str, dict[str, list[float]]]) -> None:
     """Record ``n`` tasks each way, interleaved, adding microseconds to ``per``."""
     from django.db import connection
     from django_celery_results.backends.database import DatabaseBackend
 
     from bench.celery_app import app
+    from bench.one_statement import OneStatement
     from django_tasks_hub.models import Task
     from django_tasks_hub.plugins.db import TaskDbPlugin
 
@@ -176,9 +96,9 @@ def measure(n: int, per: dict[str, dict[str, list[float]]]) -> None:
         clock("hub", "start", plugin.record_transition, s)
         clock("hub", "success", plugin.record_transition, d)
         q, s, d = events(str(uuid.uuid4()))
-        clock("one-statement", "publish", one.queued, q)
-        clock("one-statement", "start", one.transition, s)
-        clock("one-statement", "success", one.transition, d)
+        clock("one-statement", "publish", one.queued_or_fail, q)
+        clock("one-statement", "start", one.transition_or_fail, s)
+        clock("one-statement", "success", one.transition_or_fail, d)
         clock("dcr", "success", lambda tid: backend.store_result(tid, None, "SUCCESS"),
               str(uuid.uuid4()))  # fmt: skip
         if i % 10 == 0:
