@@ -95,6 +95,10 @@ def main() -> None:
                 sql, params = qs_deep.query.sql_with_params()
                 cur.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)
                 print("\n".join("    " + r[0] for r in cur.fetchall()))
+    # The worst case of a filter the indexes do not serve: a tag no task carries makes the
+    # page walk every run (and look up its task) before it can answer "no runs".
+    empty = timed(lambda: get_history(HistoryQuery(tag="absent", limit=limit)), 3)
+    print(f"{'tag=absent (0 runs)':<20} {0:>8} {percentile(empty, 50):>9.2f}ms (walks every run)")
     print(
         f"\n{'query':<20} {'cursor deep/first':>18} {'offset deep/first':>18}  goal: cursor <= 1.5"
     )
