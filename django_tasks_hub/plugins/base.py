@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -119,6 +120,13 @@ class PluginRegistry:
 
     def __init__(self) -> None:
         self._plugins: list[TaskHubPlugin] | None = None
+        self._lock = threading.Lock()
+        # A prefork worker forks a new pool process while its background thread may be
+        # building the plugins under this lock: the child would inherit it held, and hang on
+        # its first task. Each child starts with a lock of its own.
+        os.register_at_fork(after_in_child=self._new_lock)
+
+    def _new_lock(self) -> None:
         self._lock = threading.Lock()
 
     @property

@@ -301,6 +301,12 @@ def on_worker_init(sender: Any = None, **_: Any) -> None:
     A worker started after a cancel never got the broadcast revoke; without this it would run
     the cancelled task when it finds the message in the queue.
     """
+    # Build the plugins (and import their modules) now, before the pool forks: a pool process
+    # forked while the background thread does it for the first time could inherit it half-done.
+    try:
+        _ = registry.plugins
+    except Exception:
+        logger.exception("tasks-hub could not load its plugins at worker start")
     try:
         from celery.worker import state
 
