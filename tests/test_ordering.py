@@ -16,6 +16,7 @@ Two levels:
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -343,3 +344,65 @@ def test_a_late_start_does_not_reopen_an_ended_attempt(db: Any) -> None:
     )
     (run,) = TaskRun.objects.filter(task=task)
     assert run.status == "done" and run.started_at == ended.started_at
+
+
+# -- at the same moment ------------------------------------------------------------------------
+
+
+def differences(got: dict[str, Any], want: dict[str, Any]) -> list[str]:
+    """Which fields of which row differ: readable when a comparison fails."""
+    found = [
+        f"task.{k}: {v!r} != {want['task'][k]!r}"
+        for k, v in got["task"].items()
+        if v != want["task"][k]
+    ]
+    if len(got["runs"]) != len(want["runs"]):
+        return [*found, f"{len(got['runs'])} runs != {len(want['runs'])}"]
+    for i, (a, b) in enumerate(zip(got["runs"], want["runs"], strict=True)):
+        found += [f"runs[{i}].{k}: {v!r} != {b[k]!r}" for k, v in a.items() if v != b[k]]
+    return found
+
+
+def deliver_at_once(plugin: TaskDbPlugin, events: list[TaskEvent]) -> None:
+    """Each event from its own thread (its own database connection), all released together."""
+    barrier = threading.Barrier(len(events))
+    errors: list[BaseException] = []
+
+    def deliver(event: TaskEvent) -> None:
+        try:
+            barrier.wait()
+            plugin.dispatch(event)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=deliver, args=(event,)) for event in events]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    # A write that lost a race on a lock is tried again on the background thread.
+    assert background.flush()
+
+
+@pytest.mark.parametrize("name", ["retry-then-success", "cancel-vs-success", "lost-vs-success"])
+def test_events_delivered_at_the_same_moment_end_like_in_order(
+    transactional_db: Any, name: str
+) -> None:
+    """Real concurrency: two writers inserting the same task, moving the same row."""
+    steps = {**SCENARIOS, **MAIN_PROCESS_SCENARIOS}[name]
+    plugin = TaskDbPlugin()
+    for _ in range(8):
+        events = capture(steps)
+        broker_id = events[0].broker_id
+        deliver_at_once(plugin, events)
+        together = rows(broker_id, exact=True)
+        Task.objects.filter(broker_id=broker_id).delete()
+        for event in events:
+            plugin.dispatch(event)
+        in_order = rows(broker_id, exact=True)
+        found = differences(together, in_order)
+        assert not found, "\n".join(found)
+        assert together["task"]["status"] == EXPECTED[name]

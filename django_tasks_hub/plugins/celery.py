@@ -304,7 +304,8 @@ def on_worker_init(sender: Any = None, **_: Any) -> None:
     # Build the plugins (and import their modules) now, before the pool forks: a pool process
     # forked while the background thread does it for the first time could inherit it half-done.
     try:
-        _ = registry.plugins
+        plugins = registry.plugins
+        logger.debug("tasks-hub plugins: %s", ", ".join(p.name for p in plugins))
     except Exception:
         logger.exception("tasks-hub could not load its plugins at worker start")
     try:

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connections, router, transaction
-from django.db.models import F, Q, Subquery, Value
+from django.db.models import Case, F, Q, Subquery, Value, When
 from django.db.models.functions import Coalesce, Greatest, Least
 
 from django_tasks_hub.background import background
@@ -194,22 +194,38 @@ class TaskDbPlugin(TaskHubPlugin):
         status = event.status
         run_fields, task_fields = self._fields(event)
         with transaction.atomic(using=self.db):
+            # A move that changes nothing is tried once more after making sure the row is
+            # there: it may be this task's first event, or another writer (the publisher) may
+            # have committed the row after the move looked, since each statement sees what is
+            # committed when it starts. Inserting a row that is being inserted waits for it.
             task_moved = self._move_task(event, status, task_fields)
+            if not task_moved and event.retries is not None:
+                if not self._task_exists(event):
+                    task = self._ensure_task(event)
+                    if task is None:
+                        return
+                    self._ensure_run(event, task)
+                task_moved = self._move_task(event, status, task_fields)
             run_moved = self._move_run(event, status, run_fields)
             # Only a start that found its run already started can be a new delivery: the first
             # start of a run (the common case) costs no extra query.
             if not run_moved and event.kind == "started" and self._close_redelivered(event):
                 run_moved = self._move_run(event, status, run_fields)
-            if not run_moved and event.retries is not None and not self._runs(event).exists():
-                # Published outside Django, eagerly, or in a transaction that rolled back.
-                task = self._ensure_task(event)
-                if task is None:
-                    return
-                self._ensure_run(event, task)
-                run_moved = self._move_run(event, status, run_fields)
+            if not run_moved and event.retries is not None:
+                if not self._runs(event).exists():
+                    # Published outside Django, eagerly, or in a transaction that rolled back.
+                    task = self._ensure_task(event)
+                    if task is None:
+                        return
+                    self._ensure_run(event, task)
                 task_moved = task_moved or self._move_task(event, status, task_fields)
+                run_moved = self._move_run(event, status, run_fields)
             if event.kind == "started":
                 self._fill_start(event, run_moved, task_moved)
+
+    def _task_exists(self, event: TaskEvent) -> bool:
+        tasks = self.task_model.objects.using(self.db)
+        return tasks.filter(broker_id=event.broker_id).exists()
 
     def forget(self, event: TaskEvent) -> None:
         """Delete the rows a publisher wrote for a task that must not be recorded."""
@@ -303,20 +319,27 @@ class TaskDbPlugin(TaskHubPlugin):
         """A start that came after its run or task had moved on: keep when and where it ran.
 
         The first start of a run is kept (a duplicate delivery of it changes nothing); the
-        task shows the start of the run of its current attempt.
+        task shows the start of the run of its current attempt. The task is written first
+        (the lock order), with what the run will hold once this start is in.
         """
         runs = self._runs(event)
-        if not run_moved:
-            runs.filter(started_at__isnull=True).update(
-                started_at=event.timestamp, worker=event.worker
-            )
         if not task_moved and event.retries is not None:
-            current = runs.order_by("-delivery")
+            at = Value(event.timestamp)
+            current = runs.order_by("-delivery").annotate(
+                start=Coalesce(F("started_at"), at),
+                host=Case(
+                    When(started_at__isnull=True, then=Value(event.worker)), default="worker"
+                ),
+            )
             self.task_model.objects.using(self.db).filter(
                 broker_id=event.broker_id, retries=event.retries
             ).update(
-                started_at=Subquery(current.values("started_at")[:1]),
-                worker=Subquery(current.values("worker")[:1]),
+                started_at=Subquery(current.values("start")[:1]),
+                worker=Subquery(current.values("host")[:1]),
+            )
+        if not run_moved:
+            runs.filter(started_at__isnull=True).update(
+                started_at=event.timestamp, worker=event.worker
             )
 
     def _fill_from_publish(self, event: TaskEvent) -> None:
@@ -448,13 +471,13 @@ class TaskDbPlugin(TaskHubPlugin):
             status=TaskStatus.PENDING,
             queued_at=event.timestamp,
         )
-        if not self._insert(run):
-            return False
         if attempt > task.attempts:
+            # Before the INSERT: the task row is locked before its runs, by every writer.
+            # Counting an attempt whose run turns out to exist already changes nothing.
             self.task_model.objects.using(self.db).filter(pk=task.pk).update(
                 attempts=Greatest(F("attempts"), Value(attempt))
             )
-        return True
+        return self._insert(run)
 
     def _close_redelivered(self, event: TaskEvent) -> bool:
         """A redelivered message (``acks_late`` after a worker died) ends the run that was
