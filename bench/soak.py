@@ -170,18 +170,34 @@ def counts() -> dict[str, int]:
 
 
 def _wait(
-    what: str, check: Any, timeout: float, out: IO[str], interval: float = 0.5
+    what: str,
+    check: Any,
+    timeout: float,
+    out: IO[str],
+    interval: float = 0.5,
+    stall: float | None = None,
 ) -> dict[str, int]:
+    """Poll :func:`counts` until ``check`` passes, ``timeout`` passes, or (with ``stall``)
+    nothing has changed for ``stall`` seconds."""
     deadline = time.monotonic() + timeout
+    last, changed = None, time.monotonic()
     while True:
         now = counts()
         if check(now):
             return now
-        if time.monotonic() > deadline:
+        if now != last:
+            last, changed = now, time.monotonic()
+        stalled = stall is not None and time.monotonic() - changed > stall
+        if time.monotonic() > deadline or stalled:
             from django_tasks_hub.models import Task
             from django_tasks_hub.states import ACTIVE_STATUSES
 
-            out.write(f"timed out after {timeout:.0f}s waiting for {what}: {now}\n")
+            why = (
+                f"nothing changed for {stall:.0f}s"
+                if stalled
+                else f"timed out after {timeout:.0f}s"
+            )
+            out.write(f"{why} waiting for {what}: {now}\n")
             stuck = Task.objects.filter(status__in=ACTIVE_STATUSES).values_list(
                 "pk", "status", "retries", "attempts", "worker"
             )
@@ -293,7 +309,9 @@ def run(
             return c["tasks"] == tasks and not stuck.exists()
 
         publisher.join()
-        _wait("the live workers to finish", settled, timeout, out)
+        # A message lost for good (see --acks-early) would keep this waiting: stop when nothing
+        # has moved for well over the time Redis takes to hand out the dead worker's messages.
+        _wait("the live workers to finish", settled, timeout, out, stall=VISIBILITY_TIMEOUT * 4)
         result = reconcile(grace=0, timeout=2.0, app=app)
         out.write(
             f"reconcile marked {len(result.lost)} run(s) lost; workers gone: "
