@@ -124,7 +124,7 @@ def test_retries_exhausted_end_failed(worker: Any) -> None:
 
 
 def test_revoked_before_it_runs_is_canceled(worker: Any) -> None:
-    result = tasks.add.apply_async((1, 1), countdown=2)
+    result = tasks.add.apply_async((1, 1), countdown=3)
     assert wait_status(result.id, "pending")
     celery_app.control.revoke(result.id)
     task = wait_status(result.id, "canceled")
