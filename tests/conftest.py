@@ -146,7 +146,9 @@ class SubprocessWorker:
         self.args = args
         self.extra_env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log = ROOT / "var" / f"worker-{os.getpid()}-{time.monotonic_ns()}.log"
+        # Under the run's own folder (TASKS_HUB_VAR_DIR), so parallel runs keep theirs apart.
+        folder = Path(settings.VAR_DIR) / "workers"
+        self.log = folder / f"worker-{os.getpid()}-{time.monotonic_ns()}.log"
 
     def env(self) -> dict[str, str]:
         db = connection.settings_dict
