@@ -11,6 +11,9 @@ Two levels:
 - events: the TaskEvents those receivers produced for one in-order delivery, captured once and
   replayed in every order into the database plugin: the rows must match to the microsecond,
   and after every single event no status has moved backwards.
+
+And at the same moment: the events of one lifecycle written from parallel connections end like
+the in-order delivery (on PostgreSQL this exercises READ COMMITTED races and row locks).
 """
 
 from __future__ import annotations
