@@ -75,7 +75,10 @@ class Command(BaseCommand):
         p.add_argument("task_id", help="Task id, or the Celery id of one of its runs.")
         p.add_argument("--json", action="store_true", help="Print JSON.")
 
-        for name, verb in (("restart", "Send an ended task again."), ("cancel", "Cancel.")):
+        for name, verb in (
+            ("restart", "Send an ended task again, as a new run."),
+            ("cancel", "Cancel a pending, processing or retrying task."),
+        ):
             p = sub.add_parser(name, help=verb)
             p.add_argument("task_id", help="Task id, or the Celery id of one of its runs.")
             p.add_argument("--user", help="Username recorded as the one who did it.")
