@@ -144,9 +144,10 @@ def restart(
     (:class:`TaskNotRestartable`) or one whose Celery task name is no longer registered
     (:class:`UnknownTaskName`). The new run and its new broker id are written first; the
     message is sent once they are committed (when called inside a transaction, on its
-    commit). If the broker refuses it, the run and the task are marked failed with the reason
-    and :class:`BrokerUnavailable` is raised, so nothing stays pending that the broker never
-    got. ``worker`` is the Celery task to send (default: the task registered under the name).
+    commit). If the broker refuses it, the new run is marked failed with the reason, the task
+    is put back as it was, and :class:`BrokerUnavailable` is raised: nothing stays pending that
+    the broker never got. ``worker`` is the Celery task to send (default: the task registered
+    under the name).
     """
     model = _model_of(task, model)  # type: ignore[assignment]
     assert model is not None
@@ -168,6 +169,9 @@ def restart(
             )
         now = timezone.now()
         broker_id = str(uuid.uuid4())
+        # What the task shows now, put back if the broker never gets the message: a broker
+        # outage must not rewrite the outcome of the task's last real run.
+        previous = {field: getattr(locked, field) for field in _RESTORED_ON_FAILURE}
         locked.status = TaskStatus.PENDING
         locked.broker_id = broker_id
         locked.retries = 0
@@ -199,7 +203,7 @@ def restart(
             )
 
     def send() -> None:
-        _send(locked, sender, broker_id, user)
+        _send(locked, sender, broker_id, user, previous)
 
     if connections[db].in_atomic_block:
         # Inside the caller's transaction the run exists only once that commits; a broker
@@ -217,7 +221,16 @@ def _send_quietly(send: Callable[[], None]) -> None:
         logger.warning("tasks-hub restart could not reach the broker: %s", exc.message)
 
 
-def _send(task: AbstractTask, sender: Any, broker_id: str, user: Any) -> None:
+#: The task fields a restart resets, restored as they were when its message cannot be sent.
+_RESTORED_ON_FAILURE = (
+    "status", "broker_id", "retries", "result", "error", "traceback", "progress",
+    "started_at", "finished_at", "worker",
+)  # fmt: skip
+
+
+def _send(
+    task: AbstractTask, sender: Any, broker_id: str, user: Any, previous: dict[str, Any]
+) -> None:
     from django_tasks_hub.plugins.celery import USER_HEADER
 
     headers: dict[str, Any] = {}
@@ -237,19 +250,18 @@ def _send(task: AbstractTask, sender: Any, broker_id: str, user: Any) -> None:
             **_publish_options(task),
         )
     except Exception as exc:
-        error = _broker_error(exc, "sent", status=TaskStatus.FAILED)
+        error = _broker_error(exc, "sent", status=previous["status"])
         logger.warning("tasks-hub could not send %s[%s]: %s", task.name, broker_id, exc)
         now = timezone.now()
-        # Conditional on the broker id: a later restart that did get through is left alone.
-        _rows(task).filter(broker_id=broker_id).update(
-            status=TaskStatus.FAILED, error=error.message, finished_at=now, updated_at=now
-        )
+        # The restart's run stays in the history, failed with the reason; the task goes back
+        # to what it was (conditional on the broker id: a later restart that did get through
+        # is left alone). ``attempts`` keeps counting the failed run, so runs == attempts.
+        _rows(task).filter(broker_id=broker_id).update(**previous, updated_at=now)
         TaskRun.objects.filter(broker_id=broker_id).open().update(
             status=TaskStatus.FAILED, error=error.message, finished_at=now
         )
-        task.status = TaskStatus.FAILED
-        task.error = error.message
-        task.finished_at = now
+        for field, value in previous.items():
+            setattr(task, field, value)
         raise error from exc
 
 

@@ -135,14 +135,20 @@ def test_cancel_tells_running_workers_and_records_who(worker):
     wait_for(lambda: task.broker_id in worker_state.revoked, 10, what="the revoke broadcast")
 
 
-def test_dead_broker_restart_marks_the_run_failed(transactional_db):
-    task = make_task("failed")
+def test_dead_broker_restart_fails_the_run_and_leaves_the_task_as_it_was(transactional_db):
+    task = make_task("done")
+    Task.objects.filter(pk=task.pk).update(result=42, worker="celery@before")
     with pytest.raises(BrokerUnavailable) as caught:
         services.restart(task, worker=dead_broker_app.tasks["demo.add"])
-    assert caught.value.status == "failed"
+    assert caught.value.status == "done"
     task.refresh_from_db()
-    assert task.status == "failed" and "broker" in task.error
-    assert not TaskRun.objects.open().exists()
+    # The task still tells its last real run's outcome...
+    assert (task.status, task.result, task.worker, task.error) == ("done", 42, "celery@before", "")
+    # ...and the history tells of the restart that never reached the broker.
+    restart_run = task.runs.get(trigger="restart")
+    assert restart_run.status == "failed" and "broker could not be reached" in restart_run.error
+    assert task.attempts == task.runs.count() == 2
+    assert not TaskRun.objects.open().exists() and not Task.objects.active().exists()
 
 
 def test_dead_broker_cancel_leaves_the_task_as_it_was(transactional_db):
