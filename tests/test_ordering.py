@@ -307,8 +307,11 @@ def capture(steps: list[Step]) -> list[TaskEvent]:
         for _, step in steps:
             step(life)
         background.flush()
-    assert len(CapturePlugin.events) == len(steps)
-    return list(CapturePlugin.events)
+    # The registry is process-wide: the suite's in-process worker may be recording another
+    # test's task meanwhile. Only this lifecycle's events count.
+    events = [event for event in CapturePlugin.events if event.broker_id == life.id]
+    assert len(events) == len(steps)
+    return events
 
 
 @pytest.mark.parametrize("name", EVENT_LEVEL)

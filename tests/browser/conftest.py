@@ -99,9 +99,22 @@ def page(request: pytest.FixtureRequest, live_server: Any, monkeypatch: Any) -> 
             connections.close_all()
 
 
+#: The browser tests' own queue. The suite's in-process worker reads the default queue and runs
+#: a threads pool, which cannot terminate a task: the prefork worker of a test must get its tasks.
+#: Restarts follow, since a restart publishes with the task's recorded routing key.
+BROWSER_QUEUE = "browser-tests"
+
+
 def send(name: str, *args: Any, **kwargs: Any) -> Any:
     """Publish a demo task through the project's Celery app (not whichever app is current)."""
-    return celery_app.tasks[name].apply_async(args, kwargs)
+    return celery_app.tasks[name].apply_async(args, kwargs, queue=BROWSER_QUEUE)
+
+
+def browser_worker(start: Any, concurrency: int = 2) -> Any:
+    """A prefork ``celery worker`` process that reads only :data:`BROWSER_QUEUE`."""
+    return start(
+        "-P", "prefork", "-c", str(concurrency), "-Q", BROWSER_QUEUE, "-n", "browser@%h"
+    )  # fmt: skip
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from django_tasks_hub.models import Task
-from tests.browser.conftest import PATIENCE, expect, login, send
+from tests.browser.conftest import PATIENCE, browser_worker, expect, login, send
 from tests.conftest import wait_for, wait_status
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker]
@@ -18,7 +18,7 @@ def task_url(pk: object) -> str:
 
 
 def test_restart_the_failed_tasks(page, admin_user, subprocess_worker):
-    subprocess_worker("-P", "prefork", "-c", "2")
+    browser_worker(subprocess_worker, 2)
     broken = [send("demo.fail", f"broken input {i}") for i in range(2)]
     fine = send("demo.add", 2, 2)
     for result in broken:
@@ -66,7 +66,7 @@ def test_restart_the_failed_tasks(page, admin_user, subprocess_worker):
 
 
 def test_cancel_a_long_running_task(page, admin_user, subprocess_worker):
-    worker = subprocess_worker("-P", "prefork", "-c", "2")
+    worker = browser_worker(subprocess_worker, 2)
     result = send("demo.long", steps=600, delay=0.1)
     wait_for(
         lambda: Task.objects.filter(

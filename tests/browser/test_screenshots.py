@@ -12,7 +12,15 @@ import pytest
 
 from django_tasks_hub import services
 from django_tasks_hub.models import Task
-from tests.browser.conftest import PATIENCE, celery_app, expect, login, send
+from tests.browser.conftest import (
+    BROWSER_QUEUE,
+    PATIENCE,
+    browser_worker,
+    celery_app,
+    expect,
+    login,
+    send,
+)
 from tests.conftest import wait_for, wait_status
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker]
@@ -20,7 +28,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.worker]
 
 def test_list_and_task_page(page, admin_user, subprocess_worker, tmp_path):
     out = Path(os.environ.get("TASKS_HUB_DOCS_IMG") or tmp_path)
-    subprocess_worker("-P", "prefork", "-c", "4")
+    browser_worker(subprocess_worker, 4)
     ended = [
         send("demo.add", 2, 3),
         send("demo.echo", {"rows": 1200, "file": "exports/2026-11.csv"}),
@@ -29,7 +37,8 @@ def test_list_and_task_page(page, admin_user, subprocess_worker, tmp_path):
         send("demo.tagged"),
     ]
     broken = send("demo.fail", "invoice 1042 has no customer")
-    (celery_app.signature("demo.add", (1, 2)) | celery_app.signature("demo.add", (10,))).delay()
+    first = celery_app.signature("demo.add", (1, 2), queue=BROWSER_QUEUE)
+    (first | celery_app.signature("demo.add", (10,), queue=BROWSER_QUEUE)).delay()
     running = [
         send("demo.long", steps=100, delay=0.1),
         send("demo.long", steps=600, delay=0.1),
