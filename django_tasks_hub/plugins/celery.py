@@ -301,6 +301,7 @@ def on_worker_init(sender: Any = None, **_: Any) -> None:
     A worker started after a cancel never got the broadcast revoke; without this it would run
     the cancelled task when it finds the message in the queue.
     """
+    _start_after_connection_close()
     # Build the plugins (and import their modules) now, before the pool forks: a pool process
     # forked while the background thread does it for the first time could inherit it half-done.
     try:
@@ -322,6 +323,24 @@ def on_worker_init(sender: Any = None, **_: Any) -> None:
             logger.info("tasks-hub loaded %d cancelled task ids into the revoked set", count)
     except Exception:
         logger.exception("tasks-hub could not load cancelled task ids at worker start")
+
+
+def on_worker_process_init(**_: Any) -> None:
+    """In each prefork pool process: keep the start receiver after Celery's connection close."""
+    _start_after_connection_close()
+
+
+def _start_after_connection_close() -> None:
+    # Celery's Django fixup connects, at worker start, a task_prerun receiver that closes the
+    # database connection. Receivers run in the order they were connected and ours came first
+    # (at ``ready()``), so the start was written on a connection the fixup then closed, and the
+    # task's end had to open a new one: two connections per task. Connected again now, after
+    # the fixup's, the start opens the one connection the rest of the task reuses.
+    if not _connected:
+        return
+    uid = f"tasks_hub.{on_task_prerun.__name__}"
+    signals.task_prerun.disconnect(on_task_prerun, dispatch_uid=uid)
+    signals.task_prerun.connect(on_task_prerun, weak=False, dispatch_uid=uid)
 
 
 def on_worker_shutdown(sender: Any = None, **_: Any) -> None:
@@ -347,17 +366,23 @@ _RECEIVERS: list[tuple[Signal, Callable[..., None]]] = [
     (signals.task_rejected, on_task_rejected),
     (signals.task_unknown, on_task_unknown),
     (signals.worker_init, on_worker_init),
+    (signals.worker_process_init, on_worker_process_init),
     (signals.worker_shutdown, on_worker_shutdown),
 ]
+_connected = False
 
 
 def connect() -> None:
     """Connect every receiver; safe to call more than once."""
+    global _connected
+    _connected = True
     for signal, receiver in _RECEIVERS:
         signal.connect(receiver, weak=False, dispatch_uid=f"tasks_hub.{receiver.__name__}")
 
 
 def disconnect() -> None:
     """Disconnect every receiver (tests, or a project that records differently)."""
+    global _connected
+    _connected = False
     for signal, receiver in _RECEIVERS:
         signal.disconnect(receiver, dispatch_uid=f"tasks_hub.{receiver.__name__}")

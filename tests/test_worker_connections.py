@@ -1,0 +1,36 @@
+"""A recorded task costs the worker one database connection, not one per event."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from testproject import tasks
+from tests.conftest import wait_status
+
+QUEUE = "connections-test"
+
+
+def sessions_opened() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
+        return int(cursor.fetchone()[0])
+
+
+@pytest.mark.postgres
+@pytest.mark.worker
+def test_a_task_opens_one_connection_in_a_prefork_worker(subprocess_worker: Any) -> None:
+    # Celery's Django fixup closes the connection before and after every task (unless
+    # CELERY_DB_REUSE_MAX is set). The start is written after that close, on the connection
+    # the task's end then reuses; written before it, every task would open two.
+    subprocess_worker("-P", "prefork", "-c", "1", "-Q", QUEUE, "-n", f"{QUEUE}@%h")
+    wait_status(tasks.add.apply_async((0, 0), queue=QUEUE).id, "done")
+    count = 10
+    before = sessions_opened()
+    for i in range(count):
+        wait_status(tasks.add.apply_async((i, i), queue=QUEUE).id, "done")
+    opened = sessions_opened() - before
+    # pg_stat_database is updated when a session ends; the last task's may still be open.
+    assert count - 1 <= opened <= count + 1, f"{opened} connections for {count} tasks"
