@@ -98,40 +98,16 @@ ZERO = {
 
 
 def connect(db_url: str, dbname: str | None = None) -> Any:
-    import psycopg
+    from bench.common import pg_connect
 
-    url = urlparse(db_url)
-    return psycopg.connect(
-        host=url.hostname or "127.0.0.1",
-        port=url.port or 5432,
-        user=url.username or "postgres",
-        password=url.password or None,
-        dbname=dbname or url.path.lstrip("/"),
-        autocommit=True,
-    )
+    return pg_connect(db_url, dbname)
 
 
 def insert_sql(conn: Any, table: str, known: dict[str, str], n: int) -> str:
-    """``INSERT ... SELECT ... FROM generate_series(1, n)`` for every column ``table`` needs."""
-    columns = conn.execute(
-        "SELECT column_name, data_type, is_nullable, column_default, is_identity"
-        " FROM information_schema.columns WHERE table_name = %s ORDER BY ordinal_position",
-        [table],
-    ).fetchall()
-    names, exprs = [], []
-    for name, data_type, nullable, default, identity in columns:
-        if name in known:
-            expr = known[name]
-        elif nullable == "YES" or default is not None or identity == "YES":
-            continue
-        else:
-            expr = ZERO.get(data_type, "''")
-        names.append(f'"{name}"')
-        exprs.append(expr.format(n=n))
-    return (
-        f"INSERT INTO {table} ({', '.join(names)}) "
-        f"SELECT {', '.join(exprs)} FROM generate_series(1, {n}) AS i"
-    )
+    """The generate_series fill of ``table``, with this bench's zero values (JSON ``null``)."""
+    from bench.bigdata import insert_sql as fill_sql
+
+    return fill_sql(conn, table, known, n, zero=ZERO)
 
 
 def fill(db_url: str, n: int, rebuild: bool) -> None:

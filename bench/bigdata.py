@@ -80,7 +80,15 @@ ZERO = {
 }
 
 
-def _insert_sql(conn: Any, table: str, known: dict[str, str], n: int) -> str:
+def insert_sql(
+    conn: Any, table: str, known: dict[str, str], n: int, zero: dict[str, str] | None = None
+) -> str:
+    """``INSERT ... SELECT ... FROM generate_series(1, n)`` for every column ``table`` needs.
+
+    ``known`` gives the expression of named columns; any other NOT NULL column without a
+    default gets the value ``zero`` (default :data:`ZERO`) has for its type.
+    """
+    zero = ZERO if zero is None else zero
     cols = conn.execute(
         "SELECT column_name, data_type, is_nullable, column_default, is_identity"
         " FROM information_schema.columns WHERE table_name = %s ORDER BY ordinal_position",
@@ -93,7 +101,7 @@ def _insert_sql(conn: Any, table: str, known: dict[str, str], n: int) -> str:
         elif nullable == "YES" or default is not None or identity == "YES":
             continue
         else:
-            expr = ZERO.get(data_type, "''")
+            expr = zero.get(data_type, "''")
         names.append(f'"{name}"')
         exprs.append(expr.format(n=n))
     return (
@@ -124,8 +132,8 @@ def ensure_big_database(db_url: str, n: int, rebuild: bool = False) -> float:
         conn.execute("TRUNCATE django_tasks_hub_taskrun, django_tasks_hub_task CASCADE")
         conn.execute("SET synchronous_commit = off")
         conn.execute("SET maintenance_work_mem = '256MB'")
-        conn.execute(_insert_sql(conn, "django_tasks_hub_task", TASK_COLUMNS, n))
-        conn.execute(_insert_sql(conn, "django_tasks_hub_taskrun", RUN_COLUMNS, n))
+        conn.execute(insert_sql(conn, "django_tasks_hub_task", TASK_COLUMNS, n))
+        conn.execute(insert_sql(conn, "django_tasks_hub_taskrun", RUN_COLUMNS, n))
         conn.execute(
             "SELECT setval(pg_get_serial_sequence('django_tasks_hub_taskrun', 'id'), %s)", [n]
         )
