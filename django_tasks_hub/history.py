@@ -83,9 +83,7 @@ def filter_runs(query: HistoryQuery, runs: TaskRunQuerySet) -> TaskRunQuerySet:
     if query.task_id is not None:
         runs = runs.filter(task_id=query.task_id)
     if query.tag:
-        from django_tasks_hub.models import Task
-
-        runs = runs.filter(task__in=Task.objects.using(runs.db).tagged(query.tag).values("pk"))
+        runs = runs.tagged(query.tag)
     return runs
 
 

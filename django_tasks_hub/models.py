@@ -105,6 +105,11 @@ class TaskRunQuerySet(models.QuerySet):
         """Runs of one Celery task name."""
         return self.filter(name=name)
 
+    def tagged(self, tag: str) -> TaskRunQuerySet:
+        """Runs of tasks whose Celery task carries ``tag`` (see :meth:`TaskQuerySet.tagged`)."""
+        # Task is defined below; the method runs only once both classes exist.
+        return self.filter(task__in=Task.objects.using(self.db).tagged(tag).values("pk"))
+
     def canceled_unstarted(self) -> TaskRunQuerySet:
         """Cancelled runs that never started: a worker must refuse their messages."""
         return self.filter(status=TaskStatus.CANCELED, started_at__isnull=True)

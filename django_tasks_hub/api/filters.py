@@ -124,7 +124,4 @@ class TaskRunFilterSet(django_filters.FilterSet):
         fields = ("task", "task_id", "status", "start", "end", "tag")
 
     def filter_tag(self, queryset: TaskRunQuerySet, name: str, value: str) -> TaskRunQuerySet:
-        if not value:
-            return queryset
-        tagged = Task.objects.using(queryset.db).tagged(value).values("pk")
-        return queryset.filter(task__in=tagged)
+        return queryset.tagged(value) if value else queryset
