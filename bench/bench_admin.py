@@ -32,19 +32,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/hub_bench_admin"
-NAMES = 20
+# Row i of the fill: 20 task names, a month of creation times, mostly done (as in bigdata).
+from bench.bigdata import CREATED_SQL as CREATED  # noqa: E402
+from bench.bigdata import NAME_SQL as NAME  # noqa: E402
+from bench.bigdata import STATUS_SQL as STATUS  # noqa: E402
 
-# Row i of the fill: 20 task names, a month of creation times, mostly done.
-STATUS = """CASE
-    WHEN i % 100 < 84 THEN 'done'
-    WHEN i % 100 < 92 THEN 'failed'
-    WHEN i % 100 < 95 THEN 'pending'
-    WHEN i % 100 < 97 THEN 'processing'
-    WHEN i % 100 < 98 THEN 'retrying'
-    WHEN i % 100 < 99 THEN 'canceled'
-    ELSE 'lost' END"""
-CREATED = "(now() - interval '30 days' + (i * interval '30 days') / {n})"
-NAME = f"'bench.task_' || lpad((i % {NAMES})::text, 2, '0')"
 TASK_ID = "md5('admin-bench' || i)::uuid"
 
 TASK_COLUMNS = {

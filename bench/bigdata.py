@@ -28,10 +28,12 @@ STATUS_SQL = """CASE
     WHEN i % 100 < 99 THEN 'canceled'
     ELSE 'lost' END"""
 CREATED_SQL = "(now() - interval '30 days' + (i * interval '30 days') / {n})"
+# Task name of row i: one of NAMES names, spread evenly.
+NAME_SQL = f"'bench.task_' || lpad((i % {NAMES})::text, 2, '0')"
 
 TASK_COLUMNS = {
     "id": "md5('bench' || i)::uuid",
-    "name": f"'bench.task_' || lpad((i % {NAMES})::text, 2, '0')",
+    "name": NAME_SQL,
     "args": "jsonb_build_array(i)",
     "kwargs": "'{{}}'::jsonb",
     "options": "'{{}}'::jsonb",
@@ -52,7 +54,7 @@ TASK_COLUMNS = {
 RUN_COLUMNS = {
     "id": "i",
     "task_id": "md5('bench' || i)::uuid",
-    "name": f"'bench.task_' || lpad((i % {NAMES})::text, 2, '0')",
+    "name": NAME_SQL,
     "attempt": "1",
     "broker_id": "md5('bench' || i)::uuid::text",
     "retries": "0",
