@@ -10,11 +10,13 @@ __all__ = [
     "HistoryPage",
     "HistoryQuery",
     "TaskHubPlugin",
+    "flush",
     "get_db_plugin",
     "set_progress",
 ]
 
 if TYPE_CHECKING:
+    from django_tasks_hub.buffer import flush
     from django_tasks_hub.history import HistoryPage, HistoryQuery
     from django_tasks_hub.plugins.base import TaskHubPlugin, get_db_plugin
     from django_tasks_hub.progress import set_progress
@@ -31,6 +33,10 @@ def __getattr__(name: str) -> Any:
         from django_tasks_hub.plugins import base
 
         return getattr(base, name)
+    if name == "flush":
+        from django_tasks_hub.buffer import flush
+
+        return flush
     if name == "set_progress":
         from django_tasks_hub.progress import set_progress
 

@@ -13,6 +13,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from django_tasks_hub.buffer import write_through
 from django_tasks_hub.conf import hub_settings
 from django_tasks_hub.exceptions import (
     BrokerUnavailable,
@@ -351,5 +352,7 @@ def submit(
     headers = dict(options.pop("headers", None) or {})
     if _user_id(user) is not None:
         headers[USER_HEADER] = _user_id(user)
-    result = celery_task.apply_async(args=args, kwargs=kwargs, headers=headers, **options)
+    # The row is returned: written in the publish signal, whatever WRITE_BEHIND says.
+    with write_through():
+        result = celery_task.apply_async(args=args, kwargs=kwargs, headers=headers, **options)
     return Task.objects.filter(broker_id=result.id).first()

@@ -4,6 +4,7 @@
 ``CELERY_BROKER_URL`` (``redis://...``, ``amqp://...``) switch to real servers.
 """
 
+import json
 import os
 import sys
 import tempfile
@@ -162,7 +163,8 @@ if HAS_SPECTACULAR:
         "VERSION": django_tasks_hub.__version__,
     }
 
-TASKS_HUB: dict = {}
+# The package's defaults; TASKS_HUB_JSON='{"FLUSH_INTERVAL": 1}' overrides keys (tests, demos).
+TASKS_HUB: dict = json.loads(os.environ.get("TASKS_HUB_JSON") or "{}")
 
 LOGGING = {
     "version": 1,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -15,10 +15,12 @@ from django.db.models import Case, F, Q, Subquery, Value, When
 from django.db.models.functions import Coalesce, Greatest, Least
 
 from django_tasks_hub.background import background
+from django_tasks_hub.buffer import WriteBuffer, writing_through
 from django_tasks_hub.conf import hub_settings
 from django_tasks_hub.history import HistoryPage, HistoryQuery, get_history
 from django_tasks_hub.models import Task, TaskRun
 from django_tasks_hub.plugins.base import TaskEvent, TaskHubPlugin
+from django_tasks_hub.plugins.batch import BatchWriter, Item
 from django_tasks_hub.states import (
     RUN_ALLOWED_FROM,
     TASK_ALLOWED_FROM,
@@ -93,18 +95,57 @@ class TaskDbPlugin(TaskHubPlugin):
     # -- hooks ---------------------------------------------------------------------------------
 
     def on_queued(self, event: TaskEvent) -> None:
-        self._write(self.record_queued, event)
+        self._record(self.record_queued, event)
 
     def on_started(self, event: TaskEvent) -> None:
-        self._write(self.record_transition, event)
+        self._record(self.record_transition, event)
 
     on_retried = on_succeeded = on_failed = on_canceled = on_refused = on_lost = on_started
 
     def on_progress(self, event: TaskEvent) -> None:
-        self._write(self.record_progress, event)
+        self._record(self.record_progress, event)
 
     def on_skipped(self, event: TaskEvent) -> None:
-        self._write(self.forget, event)
+        self._record(self.forget, event)
+
+    # -- write-behind --------------------------------------------------------------------------
+
+    def __init__(self) -> None:
+        self._buffer: WriteBuffer[Item] = WriteBuffer(self.write_batch)
+
+    def _record(self, fn: Callable[[TaskEvent], None], event: TaskEvent) -> None:
+        # An eager task runs inside the caller, who expects its rows when ``apply()`` returns.
+        if hub_settings.WRITE_BEHIND and not event.eager and not writing_through():
+            self._buffer.add((fn, event))
+        else:
+            self._write(fn, event)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Write the events this process buffered and wait; ``False`` on timeout."""
+        return self._buffer.flush(timeout)
+
+    def write_batch(self, items: Sequence[Item]) -> None:
+        """Write a batch of buffered events, set-based where it can (see ``BatchWriter``).
+
+        If a write fails (a database error, a bug), the events from there on are written again
+        on their own, with the usual retries, so one bad event never costs the others.
+        """
+        writer = BatchWriter(self)
+        try:
+            writer.write(items)
+        except Exception as exc:
+            self._drop_broken_connection()
+            rest = items[writer.written :]
+            logger.warning(
+                "tasks-hub could not write %d of a batch of %d events (%s: %s); "
+                "writing them one by one",
+                len(rest),
+                len(items),
+                type(exc).__name__,
+                exc,
+            )
+            for fn, event in rest:
+                self._write(fn, event)
 
     # -- history -------------------------------------------------------------------------------
 
@@ -373,24 +414,28 @@ class TaskDbPlugin(TaskHubPlugin):
         return to_json(args) or []
 
     def _task_row(self, event: TaskEvent) -> Task:
+        return self.task_model(**self.task_values(event))
+
+    def task_values(self, event: TaskEvent) -> dict[str, Any]:
+        """The columns of the task row ``event`` creates, by attribute name."""
         retries = event.retries or 0
         parent = event.parent_id if event.parent_id != event.broker_id else None
-        return self.task_model(
-            pk=task_pk_for(event.broker_id),
-            name=event.name,
-            args=self._args(event),
-            kwargs=to_json(event.kwargs) or {},
-            options=to_json(event.options) or {},
-            status=TaskStatus.RETRYING if retries else TaskStatus.PENDING,
-            broker_id=event.broker_id,
-            retries=retries,
-            parent_id=self._parent_pk(parent),
-            tags=list(event.tags),
-            attempts=1 + retries,
-            created_at=event.timestamp,
-            updated_at=event.timestamp,
-            created_by_id=event.user_id,
-        )
+        return {
+            "id": task_pk_for(event.broker_id),
+            "name": event.name,
+            "args": self._args(event),
+            "kwargs": to_json(event.kwargs) or {},
+            "options": to_json(event.options) or {},
+            "status": TaskStatus.RETRYING if retries else TaskStatus.PENDING,
+            "broker_id": event.broker_id,
+            "retries": retries,
+            "parent_id": self._parent_pk(parent),
+            "tags": list(event.tags),
+            "attempts": 1 + retries,
+            "created_at": event.timestamp,
+            "updated_at": event.timestamp,
+            "created_by_id": event.user_id,
+        }
 
     def _parent_pk(self, parent_broker_id: str | None) -> uuid.UUID | None:
         if not parent_broker_id:

@@ -1,0 +1,355 @@
+"""Set-based writes of a batch of events: the common lifecycle in a few statements per batch."""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from django.db import IntegrityError, connections, transaction
+from django.db.models import JSONField
+
+from django_tasks_hub.plugins.base import TaskEvent
+from django_tasks_hub.states import (
+    RUN_ALLOWED_FROM,
+    TASK_ALLOWED_FROM,
+    TASK_SUPERSEDED,
+    RunTrigger,
+    TaskStatus,
+)
+
+if TYPE_CHECKING:
+    from django_tasks_hub.plugins.db import TaskDbPlugin
+
+#: What the write-behind buffer holds: the plugin's per-event writer and its event.
+Item = tuple[Callable[[TaskEvent], None], TaskEvent]
+
+#: Kinds a batch writes set-based, in the order a lifecycle has them.
+BULK_KINDS: tuple[str, ...] = ("queued", "started", "succeeded", "failed")
+
+
+class _Mismatch(Exception):
+    """A set-based statement did not move exactly one row per event: undo, go one by one."""
+
+
+def bulk_eligible(event: TaskEvent) -> bool:
+    """Whether ``event`` can take the set-based path (a first publish, a start, an end).
+
+    Everything else (retries' publishes, retry reports, cancels, losses, refusals, progress,
+    forgets) takes the per-event path, in arrival order.
+    """
+    if event.kind == "queued":
+        return event.retries == 0
+    return event.kind in BULK_KINDS[1:] and event.retries is not None
+
+
+@dataclass(frozen=True)
+class _Move:
+    """One conditional move of a task and its run: the WHERE of ``where``'s allowed statuses,
+    the SET of ``status`` and the fields."""
+
+    broker_id: str
+    retries: int
+    where: str
+    status: str
+    updated_at: Any
+    task_fields: dict[str, Any]
+    run_fields: dict[str, Any]
+
+
+Group = list[tuple[int, Item]]
+
+
+class BatchWriter:
+    """Writes a batch with the rules of :class:`TaskDbPlugin`, a group of events per statement.
+
+    A batch is cut into segments of consecutive bulk-eligible events; any other event is
+    written on its own, in order, between them. Within a segment the first publishes are one
+    INSERT per table; a start and an end of the same attempt become one move; the other starts
+    and ends one executemany UPDATE per table and kind. Rule 1 makes the rows the same whatever
+    order a segment's events are applied in (``tests/test_ordering.py`` checks it), so grouping
+    them changes nothing. A group whose statements do not find exactly the rows they expect (a
+    worker's event came before the publish, a duplicate, a redelivery) is rolled back and
+    written event by event, by the same code as without the buffer.
+
+    Each group is its own short transaction, rows in broker id order, task rows before runs:
+    two processes writing batches that share tasks (a publisher and a worker) lock rows in the
+    same order and never wait on each other in a cycle.
+    """
+
+    def __init__(self, plugin: TaskDbPlugin) -> None:
+        self.plugin = plugin
+        self.db = plugin.db
+        self.connection = connections[self.db]
+        self.tasks = plugin.task_model
+        self.runs = plugin.run_model
+        #: How many items from the start are written; a caller that catches an error writes
+        #: the rest again one by one.
+        self.written = 0
+        self._preparers: dict[tuple[Any, str], Callable[[Any], Any]] = {}
+
+    def write(self, items: Sequence[Item]) -> None:
+        """Write ``items``; on an error, ``written`` says how many were written before it."""
+        segment: list[Item] = []
+        for index, item in enumerate(items):
+            if bulk_eligible(item[1]):
+                segment.append(item)
+                continue
+            self._write_segment(segment)
+            self.written, segment = index, []
+            fn, event = item
+            fn(event)
+            self.written = index + 1
+        self._write_segment(segment)
+        self.written = len(items)
+
+    # -- a segment -----------------------------------------------------------------------------
+
+    def _write_segment(self, segment: list[Item]) -> None:
+        if not segment:
+            return
+        queued: Group = []
+        starts: dict[tuple[str, int], list[tuple[int, Item]]] = {}
+        ends: dict[tuple[str, int], list[tuple[int, Item]]] = {}
+        for index, item in enumerate(segment):
+            event = item[1]
+            if event.kind == "queued":
+                queued.append((index, item))
+            else:
+                key = (event.broker_id, event.retries or 0)
+                (starts if event.kind == "started" else ends).setdefault(key, []).append(
+                    (index, item)
+                )
+        # The start and the end of one attempt in one segment (a short task): one move.
+        ran: list[tuple[Group, _Move]] = []
+        singles: dict[str, list[tuple[Group, _Move]]] = {kind: [] for kind in BULK_KINDS[1:]}
+        for key, started in starts.items():
+            ended = ends.get(key, [])
+            if len(started) == 1 and len(ended) == 1:
+                ran.append((started + ended, self._ran(started[0][1][1], ended.pop()[1][1])))
+                continue
+            singles["started"] += [([pair], self._single(pair[1][1])) for pair in started]
+        for pairs in ends.values():
+            for pair in pairs:
+                singles[pair[1][1].kind].append(([pair], self._single(pair[1][1])))
+        one_by_one: Group = []
+        if queued:
+            try:
+                with transaction.atomic(using=self.db):
+                    one_by_one += self._insert_queued(queued)
+            except IntegrityError:
+                one_by_one += queued
+        for moves in (ran, *singles.values()):
+            if not moves:
+                continue
+            try:
+                with transaction.atomic(using=self.db):
+                    self._move([move for _, move in moves])
+            except _Mismatch:
+                one_by_one += [pair for group, _ in moves for pair in group]
+        for _, (fn, event) in sorted(one_by_one, key=lambda pair: pair[0]):
+            fn(event)
+
+    # -- first publishes -----------------------------------------------------------------------
+
+    def _insert_queued(self, group: Group) -> Group:
+        """INSERT the tasks and first runs of publishes no row knows yet; the rest are left
+        to the per-event path (returned)."""
+        if self.tasks._meta.parents:
+            return group  # One INSERT cannot fill a multi-table inherited model.
+        ids = {item[1].broker_id for _, item in group}
+        # A broker id a task or a run knows already (a worker's event came first; a restart's
+        # publish): the per-event path fills in what the publish knows. A task whose key is
+        # taken by another broker id makes the INSERT fail, and the group go one by one.
+        tasks = self.tasks.objects.using(self.db).filter(broker_id__in=ids)
+        runs = self.runs.objects.using(self.db).filter(broker_id__in=ids)
+        known = set(
+            tasks.order_by()
+            .values_list("broker_id", flat=True)
+            .union(runs.order_by().values_list("broker_id", flat=True))
+        )
+        rest: Group = []
+        new: dict[str, TaskEvent] = {}
+        for pair in group:
+            event = pair[1][1]
+            if event.broker_id in known or event.broker_id in new:
+                rest.append(pair)  # Known already, or a second publish of one in this batch.
+            else:
+                new[event.broker_id] = event
+        task_rows, run_rows = [], []
+        for broker_id in sorted(new):  # The lock order.
+            event = new[broker_id]
+            task = self.plugin.task_values(event)
+            task_rows.append(task)
+            run_rows.append(
+                {
+                    "task_id": task["id"],
+                    "name": event.name,
+                    "attempt": 1,
+                    "broker_id": event.broker_id,
+                    "retries": 0,
+                    "delivery": 0,
+                    "trigger": RunTrigger.INITIAL,
+                    "triggered_by_id": event.user_id,
+                    "status": TaskStatus.PENDING,
+                    "queued_at": event.timestamp,
+                }
+            )
+        self._insert(self.tasks, task_rows)
+        self._insert(self.runs, run_rows)
+        return rest
+
+    def _insert(self, model: Any, rows: list[dict[str, Any]]) -> None:
+        """Multi-row INSERTs of ``rows`` (attribute names to values; the other columns get
+        their field's default), without building model instances."""
+        if not rows:
+            return
+        qn = self.connection.ops.quote_name
+        fields = [
+            f for f in model._meta.concrete_fields if not f.primary_key or f.attname in rows[0]
+        ]
+        defaults = {f.attname: f.get_default() for f in fields if f.attname not in rows[0]}
+        columns = ", ".join(qn(f.column) for f in fields)
+        placeholders = ", ".join(["%s"] * len(fields))
+        prep = [(f.attname, self._prepare(model, f.name)) for f in fields]
+        params = [
+            [save(row[name] if name in row else defaults[name]) for name, save in prep]
+            for row in rows
+        ]
+        # One short statement, executed for every row: the driver parses it once and sends
+        # the rows in one pipeline.
+        with self.connection.cursor() as cursor:
+            cursor.executemany(
+                f"INSERT INTO {qn(model._meta.db_table)} ({columns}) VALUES ({placeholders})",
+                params,
+            )
+
+    def _preparer(self, field: Any) -> Callable[[Any], Any]:
+        """``field``'s conversion of a value for the driver, skipped where it changes nothing.
+
+        A value that the driver takes as it is (text, numbers, and on PostgreSQL times and
+        UUIDs) is passed on: ``get_db_prep_save`` on every column of every row was most of
+        the writer's time. JSON columns are always encoded (a string is JSON too).
+        """
+        connection = self.connection
+        save = field.get_db_prep_save
+        if isinstance(field, JSONField):
+            return lambda value: save(value, connection)
+        plain: tuple[type, ...] = (str, int, float)
+        if connection.vendor == "postgresql":
+            plain = (str, int, float, datetime.datetime, uuid.UUID)
+
+        def prepare(value: Any) -> Any:
+            if value is None or type(value) in plain:
+                return value
+            return save(value, connection)
+
+        return prepare
+
+    # -- starts and ends -----------------------------------------------------------------------
+
+    def _single(self, event: TaskEvent) -> _Move:
+        run_fields, task_fields = self.plugin._fields(event)
+        return _Move(
+            event.broker_id,
+            event.retries or 0,
+            event.status,
+            event.status,
+            event.timestamp,
+            task_fields,
+            run_fields,
+        )
+
+    def _ran(self, start: TaskEvent, end: TaskEvent) -> _Move:
+        """A start then an end of one attempt as one move: what the end sets over what the
+        start sets, from where the start may move (so both would have moved in turn)."""
+        start_run, start_task = self.plugin._fields(start)
+        end_run, end_task = self.plugin._fields(end)
+        return _Move(
+            start.broker_id,
+            start.retries or 0,
+            TaskStatus.PROCESSING,
+            end.status,
+            end.timestamp,
+            {**start_task, **end_task},
+            {**start_run, **end_run},
+        )
+
+    def _move(self, moves: list[_Move]) -> None:
+        """Move each task and run (rule 1 in the WHERE); every one must move, or none does."""
+        task_groups: dict[tuple[Any, ...], list[tuple[str, list[Any]]]] = {}
+        run_groups: dict[tuple[Any, ...], list[tuple[str, list[Any]]]] = {}
+        for move in moves:
+            task_fields = {
+                "status": move.status,
+                "retries": move.retries,
+                "updated_at": move.updated_at,
+                **move.task_fields,
+            }
+            where = [move.broker_id, move.retries, move.retries]
+            task_groups.setdefault((move.where, *task_fields), []).append(
+                (move.broker_id, [*self._values(self.tasks, task_fields), *where])
+            )
+            run_fields = {"status": move.status, **move.run_fields}
+            run_groups.setdefault((move.where, *run_fields), []).append(
+                (move.broker_id, [*self._values(self.runs, run_fields), *where[:2]])
+            )
+        # The task rows first, then the runs, each in broker id order: the lock order.
+        for (where, *columns), rows in task_groups.items():
+            self._execute(self._task_sql(columns, where), rows)
+        for (where, *columns), rows in run_groups.items():
+            self._execute(self._run_sql(columns, where), rows)
+
+    def _execute(self, sql: str, rows: list[tuple[str, list[Any]]]) -> None:
+        with self.connection.cursor() as cursor:
+            cursor.executemany(sql, [params for _, params in sorted(rows, key=lambda r: r[0])])
+            # Each statement moves at most one row (a unique broker id; the newest delivery of
+            # one attempt), so the total says whether every event moved its row.
+            if cursor.rowcount != len(rows):
+                raise _Mismatch
+
+    def _values(self, model: Any, fields: dict[str, Any]) -> list[Any]:
+        return [self._prepare(model, name)(value) for name, value in fields.items()]
+
+    def _prepare(self, model: Any, name: str) -> Callable[[Any], Any]:
+        key = (model, name)
+        if key not in self._preparers:
+            self._preparers[key] = self._preparer(model._meta.get_field(name))
+        return self._preparers[key]
+
+    @staticmethod
+    def _literals(statuses: Iterable[str]) -> str:
+        # Status values are the package's own constants, never user input.
+        return ", ".join(f"'{value}'" for value in sorted(statuses))
+
+    def _set(self, model: Any, columns: Iterable[str]) -> str:
+        qn = self.connection.ops.quote_name
+        opts = model._meta
+        return ", ".join(f"{qn(opts.get_field(name).column)} = %s" for name in columns)
+
+    def _task_sql(self, columns: Iterable[str], where: str) -> str:
+        qn = self.connection.ops.quote_name
+        allowed = self._literals(TASK_ALLOWED_FROM[where])
+        superseded = self._literals(TASK_SUPERSEDED)
+        return (
+            f"UPDATE {qn(self.tasks._meta.db_table)} SET {self._set(self.tasks, columns)}"
+            f" WHERE {qn('broker_id')} = %s AND (({qn('retries')} = %s"
+            f" AND {qn('status')} IN ({allowed}))"
+            f" OR ({qn('retries')} < %s AND {qn('status')} IN ({superseded})))"
+        )
+
+    def _run_sql(self, columns: Iterable[str], where: str) -> str:
+        qn = self.connection.ops.quote_name
+        table = qn(self.runs._meta.db_table)
+        # ``lost`` is left to the per-event path: only the current delivery may leave it.
+        statuses = self._literals(RUN_ALLOWED_FROM[where] - {TaskStatus.LOST})
+        return (
+            f"UPDATE {table} SET {self._set(self.runs, columns)}"
+            f" WHERE {qn('broker_id')} = %s AND {qn('retries')} = %s"
+            f" AND {qn('status')} IN ({statuses})"
+            f" AND {qn('delivery')} = (SELECT MAX(r.{qn('delivery')}) FROM {table} r"
+            f" WHERE r.{qn('broker_id')} = {table}.{qn('broker_id')}"
+            f" AND r.{qn('retries')} = {table}.{qn('retries')})"
+        )
