@@ -27,10 +27,20 @@ from kombu import Message
 from kombu.serialization import prepare_accept_content
 from kombu.utils.json import dumps
 
+from django_tasks_hub import conf, flush
 from django_tasks_hub.background import background
 from testproject.celery import app as celery_app
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Tests in this process write each event in its signal by default: most of them read the rows
+# in the same transaction right after the signal (the ``db`` fixture), which a writer thread on
+# its own connection cannot join. The write-behind path runs where a test asks for it
+# (``write_mode``, ``tests/test_write_behind.py``) and in every ``celery worker`` subprocess,
+# which keeps the package's default. Set as the default, so ``override_settings(TASKS_HUB=...)``
+# in a test does not turn it back on.
+PACKAGE_DEFAULTS = dict(conf.DEFAULTS)
+conf.DEFAULTS["WRITE_BEHIND"] = False
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -87,6 +97,13 @@ def session_worker(
         yield worker
 
 
+@pytest.fixture(params=[False, True], ids=["in-signal", "write-behind"])
+def write_mode(request: Any, settings: Any) -> bool:
+    """Run the test twice: events written in the signal, and through the write-behind buffer."""
+    settings.TASKS_HUB = {**settings.TASKS_HUB, "WRITE_BEHIND": request.param}
+    return bool(request.param)
+
+
 @pytest.fixture
 def eager(db: Any) -> Iterator[None]:
     """Celery's ``task_always_eager``: tasks run in the test's thread, in its transaction."""
@@ -101,8 +118,9 @@ def eager(db: Any) -> Iterator[None]:
 def worker(session_worker: Any, transactional_db: Any) -> Iterator[Any]:
     """A running worker, with the database committed so the worker sees the test's rows."""
     yield session_worker
-    # Writes still queued on the background thread must land before the tables are flushed.
-    background.flush(timeout=10)
+    # Writes still queued (background thread, write-behind buffer) must land before the
+    # tables are flushed.
+    flush(timeout=10)
 
 
 def wait_for(
@@ -219,7 +237,7 @@ def subprocess_worker(transactional_db: Any) -> Iterator[Callable[..., Subproces
     yield start
     for w in started:
         w.stop()
-    background.flush(timeout=10)
+    flush(timeout=10)
 
 
 # -- the lifecycle signals of one task, sent as a publisher and a worker send them ----------

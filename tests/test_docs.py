@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from django_tasks_hub.conf import DEFAULTS
 from django_tasks_hub.states import RUN_ALLOWED_FROM, TASK_ALLOWED_FROM
+from tests.conftest import PACKAGE_DEFAULTS as DEFAULTS
 from tests.conftest import ROOT
 
 DOCS = ROOT / "docs"

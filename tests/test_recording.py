@@ -51,6 +51,7 @@ def succeeded() -> Iterator[set[str]]:
 # -- outcomes ----------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("write_mode")
 def test_success_records_result_runtime_and_worker(worker: Any) -> None:
     before = timezone.now()
     result = tasks.add.delay(2, 3)
@@ -68,6 +69,7 @@ def test_success_records_result_runtime_and_worker(worker: Any) -> None:
     assert (task.started_at, task.finished_at) == (run.started_at, run.finished_at)
 
 
+@pytest.mark.usefixtures("write_mode")
 def test_failure_records_the_exception_and_traceback(worker: Any) -> None:
     result = tasks.fail.delay("the disk is full")
     task = wait_status(result.id, "failed")
@@ -79,6 +81,7 @@ def test_failure_records_the_exception_and_traceback(worker: Any) -> None:
     assert run.queued_at <= run.started_at <= run.finished_at and run.runtime is not None
 
 
+@pytest.mark.usefixtures("write_mode")
 def test_retry_shows_retrying_between_attempts_then_the_outcome(worker: Any) -> None:
     # A long countdown keeps the task between its attempts long enough to look at it.
     result = tasks.flaky.apply_async(kwargs={"fail_times": 1, "countdown": 1.5})
@@ -107,6 +110,7 @@ def test_retry_shows_retrying_between_attempts_then_the_outcome(worker: Any) -> 
     assert second.worker == worker.hostname and second.result == task.result
 
 
+@pytest.mark.usefixtures("write_mode")
 def test_retries_exhausted_end_failed(worker: Any) -> None:
     result = tasks.always_retry.delay()
     task = wait_status(result.id, "failed")
@@ -123,6 +127,7 @@ def test_retries_exhausted_end_failed(worker: Any) -> None:
         assert before.started_at <= after.queued_at <= after.started_at
 
 
+@pytest.mark.usefixtures("write_mode")
 def test_revoked_before_it_runs_is_canceled(worker: Any) -> None:
     result = tasks.add.apply_async((1, 1), countdown=3)
     assert wait_status(result.id, "pending")
@@ -135,6 +140,7 @@ def test_revoked_before_it_runs_is_canceled(worker: Any) -> None:
     assert task.result is None and task.finished_at == run.finished_at
 
 
+@pytest.mark.usefixtures("write_mode")
 def test_unregistered_task_name_is_refused(worker: Any) -> None:
     result = celery_app.send_task("no.such.task", args=(1,))
     task = wait_status(result.id, "refused")
@@ -145,6 +151,7 @@ def test_unregistered_task_name_is_refused(worker: Any) -> None:
     assert run.started_at is None and run.queued_at <= run.finished_at
 
 
+@pytest.mark.usefixtures("write_mode")
 def test_invalid_message_is_refused(worker: Any) -> None:
     # The worker cannot read the ETA, so it rejects the message (Celery's ``task_rejected``).
     result = celery_app.send_task("demo.add", args=(1, 2), headers={"eta": "next tuesday"})
@@ -155,6 +162,7 @@ def test_invalid_message_is_refused(worker: Any) -> None:
     assert run.status == "refused" and run.started_at is None
 
 
+@pytest.mark.usefixtures("write_mode")
 def test_chains_and_groups_record_their_parent(worker: Any) -> None:
     ids = [str(uuid.uuid4()) for _ in range(5)]
     chain(
@@ -171,6 +179,7 @@ def test_chains_and_groups_record_their_parent(worker: Any) -> None:
     assert list(Task.objects.get(pk=second.pk).children.order_by("result")) == [left, right]
 
 
+@pytest.mark.usefixtures("write_mode")
 def test_the_same_message_published_twice_is_one_task(worker: Any) -> None:
     task_id = str(uuid.uuid4())
     tasks.add.apply_async((3, 4), task_id=task_id)
@@ -206,6 +215,7 @@ def test_a_prefork_worker_process_records_the_same(subprocess_worker: Any) -> No
     assert runs[0].started_at <= runs[1].queued_at <= runs[1].started_at
 
 
+@pytest.mark.usefixtures("write_mode")
 def test_who_submitted_and_who_restarted(worker: Any, django_user_model: Any) -> None:
     from django_tasks_hub import services
 
@@ -230,6 +240,7 @@ def test_who_submitted_and_who_restarted(worker: Any, django_user_model: Any) ->
 # -- published by a process that wrote no row -------------------------------------------------
 
 
+@pytest.mark.usefixtures("write_mode")
 def test_recorded_when_the_publisher_did_not_record_it(worker: Any, succeeded: set[str]) -> None:
     signals.before_task_publish.disconnect(dispatch_uid="tasks_hub.on_before_task_publish")
     try:
@@ -243,6 +254,7 @@ def test_recorded_when_the_publisher_did_not_record_it(worker: Any, succeeded: s
     assert run.queued_at <= run.started_at <= run.finished_at and run.worker == worker.hostname
 
 
+@pytest.mark.usefixtures("write_mode")
 def test_recorded_when_published_by_a_process_without_django(worker: Any) -> None:
     # Another service: plain Celery, no Django, no tasks module, publishing by name.
     script = (
@@ -308,6 +320,7 @@ def test_eager_success_failure_and_retries_are_recorded() -> None:
 # -- not recorded ------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("write_mode")
 def test_skip_db_tag_writes_no_row(worker: Any, succeeded: set[str]) -> None:
     result = tasks.skipped.delay()
     wait_for(lambda: result.id in succeeded, what="demo.skipped to run")

@@ -1,0 +1,135 @@
+"""Write-behind: events are buffered per process and written in batches by one thread."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from django_tasks_hub import flush
+from django_tasks_hub.models import Task, TaskRun
+from django_tasks_hub.plugins.base import TaskEvent
+from django_tasks_hub.plugins.db import TaskDbPlugin
+from testproject import tasks
+from tests.conftest import Lifecycle, wait_for, wait_status
+
+
+def lifecycle_events(count: int) -> list[TaskEvent]:
+    """The publish, start and success of ``count`` tasks, in the order a busy worker sends
+    them: every publish, then every start and end."""
+    ids = [str(uuid.uuid4()) for _ in range(count)]
+    common = {"name": tasks.add.name, "args": (1, 2), "kwargs": {}}
+    queued = [
+        TaskEvent(kind="queued", broker_id=i, timestamp=timezone.now(), **common) for i in ids
+    ]
+    ran = []
+    for i in ids:
+        ran.append(TaskEvent("started", i, timestamp=timezone.now(), worker="w@h", **common))
+        ran.append(
+            TaskEvent("succeeded", i, timestamp=timezone.now(), worker="w@h", result=3, **common)
+        )
+    return queued + ran
+
+
+def batch_items(plugin: TaskDbPlugin, events: list[TaskEvent]) -> list[Any]:
+    """The (writer, event) items the plugin's buffer would hold for ``events``."""
+    kept: list[Any] = []
+
+    class Collect:
+        def add(self, item: Any) -> None:
+            kept.append(item)
+
+    plugin._buffer = Collect()  # type: ignore[assignment]
+    for event in events:
+        plugin.dispatch(event)
+    return kept
+
+
+def test_a_batch_of_lifecycles_is_a_few_statements(db: Any, settings: Any) -> None:
+    settings.TASKS_HUB = {"WRITE_BEHIND": True}
+    plugin = TaskDbPlugin()
+    items = batch_items(plugin, lifecycle_events(100))
+    assert len(items) == 300
+    with CaptureQueriesContext(connection) as queries:
+        plugin.write_batch(items)
+    # One event at a time, this is 300 events of 2-4 statements each. Set-based: three
+    # SELECTs and an INSERT per table for the publishes (SQLite splits long INSERTs), one
+    # executemany per table for the starts and ends, and the savepoints around each group.
+    sqls = [q["sql"][:60] for q in queries]
+    assert len(queries) <= 20, sqls
+    # Each task's start and end, in one batch, are one move: one UPDATE per table for all.
+    updates = [sql for sql in sqls if "UPDATE" in sql]
+    assert len(updates) == 2 and all(sql.startswith("100 times") for sql in updates), sqls
+    assert Task.objects.filter(status="done", result=3, worker="w@h").count() == 100
+    runs = TaskRun.objects.filter(status="done", attempt=1, trigger="initial")
+    assert runs.exclude(started_at=None).exclude(finished_at=None).count() == 100
+
+
+def test_a_batch_that_fails_is_written_event_by_event(db: Any, settings: Any, caplog: Any) -> None:
+    class BrokenProgress(TaskDbPlugin):
+        def record_progress(self, event: TaskEvent) -> None:
+            raise RuntimeError("progress column is gone")
+
+    settings.TASKS_HUB = {"WRITE_BEHIND": True, "WRITE_RETRIES": 0}
+    plugin = BrokenProgress()
+    events = lifecycle_events(3)
+    progress = TaskEvent("progress", events[0].broker_id, tasks.add.name, timezone.now())
+    items = batch_items(plugin, [*events, progress])
+    with caplog.at_level(logging.WARNING, logger="django_tasks_hub"):
+        plugin.write_batch(items)
+    assert "could not write 1 of a batch of 10 events" in caplog.text
+    # The one bad event cost nothing of the others: each was written again on its own.
+    assert Task.objects.filter(status="done").count() == 3
+    assert "gave up recording progress" in caplog.text
+
+
+@pytest.mark.worker
+def test_apply_async_returns_before_the_row_is_written(
+    transactional_db: Any, settings: Any
+) -> None:
+    """The publish costs an append; the row appears with the next batch (or ``flush()``)."""
+    settings.TASKS_HUB = {"WRITE_BEHIND": True, "FLUSH_INTERVAL": 30}
+    life = Lifecycle(tasks.add)
+    life.publish()  # The real before_task_publish receiver, as apply_async sends it.
+    assert not Task.objects.filter(pk=life.id).exists()
+    assert flush(timeout=10)
+    task = Task.objects.get(pk=life.id)
+    assert (task.status, task.args, task.attempts) == ("pending", [2, 3], 1)
+
+
+@pytest.mark.worker
+def test_the_writer_thread_writes_once_the_interval_is_over(
+    transactional_db: Any, settings: Any
+) -> None:
+    settings.TASKS_HUB = {"WRITE_BEHIND": True, "FLUSH_INTERVAL": 0.2}
+    life = Lifecycle(tasks.add)
+    life.publish()
+    life.start()
+    life.succeed()
+    # No flush(): the writer thread writes the batch on its own.
+    wait_status(life.id, "done", timeout=10)
+
+
+@pytest.mark.worker
+def test_a_prefork_process_writes_its_buffer_when_it_exits(subprocess_worker: Any) -> None:
+    """A pool process ends with ``os._exit`` (no atexit): its shutdown signal flushes."""
+    queue = "write-behind-exit"
+    env = {"TASKS_HUB_JSON": json.dumps({"FLUSH_INTERVAL": 120})}
+    worker = subprocess_worker(
+        "-P", "prefork", "-c", "1", "-Q", queue, "-n", f"{queue}@%h", env=env
+    )
+    results = [tasks.add.apply_async((i, i), queue=queue) for i in range(3)]
+    wait_for(
+        lambda: worker.output().count("succeeded in") >= 3, 30, what="the worker to run the tasks"
+    )
+    # Ran, but the worker's batch waits for its 120 s interval.
+    assert set(Task.objects.values_list("status", flat=True)) == {"pending"}
+    worker.stop()
+    for i, result in enumerate(results):
+        assert wait_status(result.id, "done", timeout=20).result == i * 2
