@@ -1,9 +1,10 @@
 """Bench-only settings: the test project plus django-celery-results, tuned like production.
 
 ``BENCH_MODE`` picks what records the tasks: ``bare`` (nothing), ``dcr`` (django-celery-results
-as the result backend), ``hub`` (django-tasks-hub's receivers) or ``hubfast`` (the hub with
-the bench's proposals applied: ``bench/one_statement.py``). Every mode installs the same
-apps and runs the same worker settings; only the recording differs.
+as the result backend), ``hub`` (django-tasks-hub with its defaults: write-behind) or
+``hubsync`` (django-tasks-hub writing each event in its signal, ``WRITE_BEHIND: False``).
+Every mode installs the same apps and runs the same worker settings; only the recording
+differs.
 """
 
 import os
@@ -12,8 +13,8 @@ from testproject.settings import *  # noqa: F403
 from testproject.settings import DATABASES, INSTALLED_APPS
 
 BENCH_MODE = os.environ.get("BENCH_MODE", "hub")
-if BENCH_MODE not in ("bare", "dcr", "hub", "hubfast"):
-    raise ValueError(f"BENCH_MODE must be bare, dcr, hub or hubfast, not {BENCH_MODE!r}")
+if BENCH_MODE not in ("bare", "dcr", "hub", "hubsync"):
+    raise ValueError(f"BENCH_MODE must be bare, dcr, hub or hubsync, not {BENCH_MODE!r}")
 
 # DEBUG keeps every query in memory (connection.queries) and would skew speed and memory.
 DEBUG = False
@@ -41,8 +42,8 @@ if os.environ.get("BENCH_CONN_HEALTH_CHECKS") == "0":
 
 # The hub's receivers are disconnected in bench.celery_app for bare and dcr; an empty plugin
 # list makes sure nothing is recorded even where they are connected (a publisher's shell).
-TASKS_HUB = {} if BENCH_MODE == "hub" else {"PLUGINS": []}
-if BENCH_MODE == "hubfast":
-    # The proposals measured together: one statement per event (bench/one_statement.py) and
-    # the start receiver after Celery's Django fixup (bench/celery_app.py).
-    TASKS_HUB = {"PLUGINS": ["bench.one_statement.OneStatementPlugin"]}
+TASKS_HUB: dict = {"PLUGINS": []}
+if BENCH_MODE == "hub":
+    TASKS_HUB = {}
+elif BENCH_MODE == "hubsync":
+    TASKS_HUB = {"WRITE_BEHIND": False}

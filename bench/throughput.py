@@ -7,8 +7,9 @@ publisher process (its own, so the hub's publish receiver runs there as in a pro
 start a real ``celery worker`` (prefork, 2 children, the same settings in every mode) and let
 it drain the queue. Reports publish rate, worker rate (first to last task end) and the
 combined rate N / (publish time + drain time), with ratios against bare Celery and
-django-celery-results measured in the same run (``--modes`` also takes ``hubfast``: the hub
-with the proposals of bench/one_statement.py). Then, for the hub, the recording latency:
+django-celery-results measured in the same run (``--modes`` also takes ``hubsync``: the hub
+writing each event in its signal, ``WRITE_BEHIND: False``). Then, for the hub, the recording
+latency:
 tasks published at a steady pace while a poller watches for each task's row to show ``done``.
 """
 
@@ -53,7 +54,7 @@ def count_recorded(mode: str, db_url: str) -> int:
     if mode == "bare":
         return -1
     with pg_connect(db_url) as conn:
-        if mode in ("hub", "hubfast"):
+        if mode in ("hub", "hubsync"):
             sql = "SELECT count(*) FROM django_tasks_hub_task WHERE status = 'done'"
         else:
             sql = "SELECT count(*) FROM django_celery_results_taskresult WHERE status = 'SUCCESS'"
@@ -159,11 +160,6 @@ def main() -> None:
         default=0,
         help="set CELERY_DB_REUSE_MAX (Celery closes connections per task without)",
     )
-    parser.add_argument(
-        "--hub-prerun-last",
-        action="store_true",
-        help="experiment: run the hub's start receiver after Celery's Django fixup",
-    )
     parser.add_argument("--latency-tasks", type=int, default=500, help="0 skips the latency run")
     parser.add_argument("--latency-rate", type=float, default=50.0, help="tasks/s while polling")
     parser.add_argument("--timeout", type=float, default=300.0)
@@ -171,8 +167,6 @@ def main() -> None:
     opts = parser.parse_args()  # fmt: skip
     modes = [m.strip() for m in opts.modes.split(",") if m.strip()]
     extra_env = {"BENCH_DB_REUSE_MAX": str(opts.db_reuse_max)} if opts.db_reuse_max else {}
-    if opts.hub_prerun_last:
-        extra_env["BENCH_HUB_PRERUN_LAST"] = "1"
 
     from bench.common import machine
 
@@ -181,7 +175,6 @@ def main() -> None:
         f"throughput: {opts.tasks} no-op tasks, pool {opts.pool} x{opts.concurrency}, "
         f"PostgreSQL {opts.db_url.rsplit('/', 1)[-1]} + Redis {opts.broker_url}, "
         f"CELERY_DB_REUSE_MAX={opts.db_reuse_max or 'unset'}, {opts.repeat} round(s)"
-        f"{', hub start receiver after the fixup' if opts.hub_prerun_last else ''}"
     )
     ensure_database(opts.db_url)
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
