@@ -7,6 +7,7 @@ Every mode installs the same apps and runs the same worker settings; only the re
 differs.
 """
 
+import json
 import os
 
 from testproject.settings import *  # noqa: F403
@@ -44,6 +45,10 @@ if os.environ.get("BENCH_CONN_HEALTH_CHECKS") == "0":
 # list makes sure nothing is recorded even where they are connected (a publisher's shell).
 TASKS_HUB: dict = {"PLUGINS": []}
 if BENCH_MODE == "hub":
-    TASKS_HUB = {}
+    # TASKS_HUB_JSON='{"FLUSH_INTERVAL": 0.2}' measures other settings (testproject reads it).
+    TASKS_HUB = json.loads(os.environ.get("TASKS_HUB_JSON") or "{}")
 elif BENCH_MODE == "hubsync":
     TASKS_HUB = {"WRITE_BEHIND": False}
+if os.environ.get("BENCH_SERVER_SIDE_BINDING") == "1":
+    # psycopg's server-side binding (Django's OPTIONS["server_side_binding"]), every mode.
+    DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = True

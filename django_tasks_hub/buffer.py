@@ -24,6 +24,9 @@ T = TypeVar("T")
 #: ends; the next item starts a new one.
 IDLE_SECONDS = 10.0
 
+#: At most this many full batches wait in a buffer; then ``add()`` waits for the writer.
+PENDING_BATCHES = 10
+
 _buffers: weakref.WeakSet[WriteBuffer[Any]] = weakref.WeakSet()
 _local = threading.local()
 
@@ -83,6 +86,13 @@ class WriteBuffer(Generic[T]):
         if self._pid != os.getpid():
             self._reset()
         with self._cond:
+            # Bounded: when the database falls behind, the receivers wait for the writer, as
+            # they would writing in the signal, instead of the buffer growing without end.
+            while (
+                len(self._items) >= hub_settings.FLUSH_MAX_EVENTS * PENDING_BATCHES
+                and self._thread is not None
+            ):
+                self._cond.wait(0.1)
             first = not self._items
             if first:
                 self._first_at = time.monotonic()
@@ -136,6 +146,7 @@ class WriteBuffer(Generic[T]):
                 self._cond.wait(wait)
             batch, self._items = self._items, []
             self._busy = True
+            self._cond.notify_all()  # Receivers waiting for room (see add()).
             return batch
 
     def _run(self) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import uuid
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -13,6 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from django_tasks_hub import flush
+from django_tasks_hub.buffer import PENDING_BATCHES, WriteBuffer
 from django_tasks_hub.models import Task, TaskRun
 from django_tasks_hub.plugins.base import TaskEvent
 from django_tasks_hub.plugins.db import TaskDbPlugin
@@ -69,6 +72,28 @@ def test_a_batch_of_lifecycles_is_a_few_statements(db: Any, settings: Any) -> No
     assert Task.objects.filter(status="done", result=3, worker="w@h").count() == 100
     runs = TaskRun.objects.filter(status="done", attempt=1, trigger="initial")
     assert runs.exclude(started_at=None).exclude(finished_at=None).count() == 100
+
+
+def test_publishes_written_after_their_tasks_ran_fill_in_set_based(db: Any, settings: Any) -> None:
+    """A publisher whose batches lag behind the worker (the worker's events created the rows)
+    still writes a batch in a few statements, not event by event."""
+    settings.TASKS_HUB = {"WRITE_BEHIND": True}
+    plugin = TaskDbPlugin()
+    events = lifecycle_events(50)
+    queued, ran = events[:50], events[50:]
+    plugin.write_batch(batch_items(plugin, ran))
+    assert Task.objects.filter(status="done", options={}).count() == 50
+    publishes = [replace(e, options={"queue": "reports"}) for e in queued]
+    with CaptureQueriesContext(connection) as queries:
+        plugin.write_batch(batch_items(plugin, publishes))
+    assert len(queries) <= 10, [q["sql"][:60] for q in queries]
+    # What the publish knows best is there; the worker's outcome is untouched.
+    tasks = Task.objects.filter(status="done", options={"queue": "reports"}, result=3)
+    assert tasks.count() == 50
+    published = {e.broker_id: e.timestamp for e in queued}  # Before each start.
+    assert {t.broker_id: t.created_at for t in tasks} == published
+    runs = TaskRun.objects.filter(status="done")
+    assert dict(runs.values_list("broker_id", "queued_at")) == published
 
 
 def test_a_batch_that_fails_is_written_event_by_event(db: Any, settings: Any, caplog: Any) -> None:
@@ -133,3 +158,26 @@ def test_a_prefork_process_writes_its_buffer_when_it_exits(subprocess_worker: An
     worker.stop()
     for i, result in enumerate(results):
         assert wait_status(result.id, "done", timeout=20).result == i * 2
+
+
+def test_a_buffer_the_writer_cannot_keep_up_with_stops_growing(settings: Any) -> None:
+    """When the database falls behind, add() waits for the writer: memory stays bounded."""
+    settings.TASKS_HUB = {"FLUSH_MAX_EVENTS": 2, "FLUSH_INTERVAL": 0}
+    release = threading.Event()
+    written: list[int] = []
+
+    def slow_sink(batch: list[int]) -> None:
+        release.wait(10)
+        written.extend(batch)
+
+    buffer: WriteBuffer[int] = WriteBuffer(slow_sink)
+    producer = threading.Thread(target=lambda: [buffer.add(i) for i in range(100)])
+    producer.start()
+    producer.join(1.0)
+    # One batch is with the stuck writer; at most PENDING_BATCHES full batches wait.
+    assert producer.is_alive()
+    assert buffer.pending() <= 2 * PENDING_BATCHES + 1
+    release.set()
+    producer.join(10)
+    assert buffer.flush(timeout=10)
+    assert written == list(range(100))

@@ -135,12 +135,20 @@ class BatchWriter:
             for pair in pairs:
                 singles[pair[1][1].kind].append(([pair], self._single(pair[1][1])))
         one_by_one: Group = []
+        known: Group = []
         if queued:
             try:
                 with transaction.atomic(using=self.db):
-                    one_by_one += self._insert_queued(queued)
+                    known, rest = self._insert_queued(queued)
+                    one_by_one += rest
             except IntegrityError:
                 one_by_one += queued
+        if known:
+            try:
+                with transaction.atomic(using=self.db):
+                    self._fill_known(known)
+            except _Mismatch:
+                one_by_one += known
         for moves in (ran, *singles.values()):
             if not moves:
                 continue
@@ -154,11 +162,12 @@ class BatchWriter:
 
     # -- first publishes -----------------------------------------------------------------------
 
-    def _insert_queued(self, group: Group) -> Group:
-        """INSERT the tasks and first runs of publishes no row knows yet; the rest are left
-        to the per-event path (returned)."""
+    def _insert_queued(self, group: Group) -> tuple[Group, Group]:
+        """INSERT the tasks and first runs of publishes no row knows yet. Returns the
+        publishes of broker ids known already (for :meth:`_fill_known`) and the rest, for the
+        per-event path."""
         if self.tasks._meta.parents:
-            return group  # One INSERT cannot fill a multi-table inherited model.
+            return [], group  # One INSERT cannot fill a multi-table inherited model.
         ids = {item[1].broker_id for _, item in group}
         # A broker id a task or a run knows already (a worker's event came first; a restart's
         # publish): the per-event path fills in what the publish knows. A task whose key is
@@ -171,11 +180,14 @@ class BatchWriter:
             .union(runs.order_by().values_list("broker_id", flat=True))
         )
         rest: Group = []
+        fill: dict[str, tuple[int, Item]] = {}
         new: dict[str, TaskEvent] = {}
         for pair in group:
             event = pair[1][1]
-            if event.broker_id in known or event.broker_id in new:
-                rest.append(pair)  # Known already, or a second publish of one in this batch.
+            if event.broker_id in new or event.broker_id in fill:
+                rest.append(pair)  # A second publish of one in this batch.
+            elif event.broker_id in known:
+                fill[event.broker_id] = pair
             else:
                 new[event.broker_id] = event
         task_rows, run_rows = [], []
@@ -199,7 +211,49 @@ class BatchWriter:
             )
         self._insert(self.tasks, task_rows)
         self._insert(self.runs, run_rows)
-        return rest
+        return [fill[broker_id] for broker_id in sorted(fill)], rest
+
+    def _fill_known(self, group: Group) -> None:
+        """What a first publish knows best, on rows a worker's event created first (the
+        publisher's batch came later): what ``TaskDbPlugin.record_queued`` does then, for the
+        whole group. Every task and run must be there, or the group goes one by one."""
+        from django_tasks_hub.plugins.db import task_pk_for
+
+        qn = self.connection.ops.quote_name
+        task_rows, run_rows = [], []
+        for _, (_, event) in group:  # In broker id order: the lock order.
+            values = self.plugin.task_values(event)
+            task_rows.append(
+                [
+                    *self._values(
+                        self.tasks,
+                        {k: values[k] for k in ("args", "kwargs", "options", "created_at")},
+                    ),
+                    self._prepare(self.tasks, "created_at")(event.timestamp),
+                    event.user_id,
+                    event.broker_id,
+                    self._prepare(self.tasks, "id")(task_pk_for(event.broker_id)),
+                ]
+            )
+            at = self._prepare(self.runs, "queued_at")(event.timestamp)
+            run_rows.append([at, at, event.user_id, event.broker_id])
+        created = qn("created_at")
+        task_sql = (
+            f"UPDATE {qn(self.tasks._meta.db_table)} SET {qn('args')} = %s,"
+            f" {qn('kwargs')} = %s, {qn('options')} = %s,"
+            f" {created} = CASE WHEN {created} < %s THEN {created} ELSE %s END,"
+            f" {qn('created_by_id')} = COALESCE({qn('created_by_id')}, %s)"
+            f" WHERE {qn('broker_id')} = %s AND {qn('id')} = %s"
+        )
+        queued = qn("queued_at")
+        run_sql = (
+            f"UPDATE {qn(self.runs._meta.db_table)} SET"
+            f" {queued} = CASE WHEN {queued} IS NULL OR {queued} > %s THEN %s ELSE {queued} END,"
+            f" {qn('triggered_by_id')} = COALESCE(%s, {qn('triggered_by_id')})"
+            f" WHERE {qn('broker_id')} = %s AND {qn('retries')} = 0 AND {qn('delivery')} = 0"
+        )
+        self._execute(task_sql, [(row[-2], row) for row in task_rows])
+        self._execute(run_sql, [(row[-1], row) for row in run_rows])
 
     def _insert(self, model: Any, rows: list[dict[str, Any]]) -> None:
         """Multi-row INSERTs of ``rows`` (attribute names to values; the other columns get
@@ -212,19 +266,23 @@ class BatchWriter:
         ]
         defaults = {f.attname: f.get_default() for f in fields if f.attname not in rows[0]}
         columns = ", ".join(qn(f.column) for f in fields)
-        placeholders = ", ".join(["%s"] * len(fields))
         prep = [(f.attname, self._prepare(model, f.name)) for f in fields]
         params = [
             [save(row[name] if name in row else defaults[name]) for name, save in prep]
             for row in rows
         ]
-        # One short statement, executed for every row: the driver parses it once and sends
-        # the rows in one pipeline.
+        head = f"INSERT INTO {qn(model._meta.db_table)} ({columns}) VALUES "
+        one = "(" + ", ".join(["%s"] * len(fields)) + ")"
+        # Several rows per statement, so the database parses and plans once per chunk, but
+        # statements short enough for psycopg to cache their parsing (4 KB): one long
+        # statement per batch cost more to parse on the client than it saved on the server.
+        size = max(1, (4000 - len(head)) // (len(one) + 2))
         with self.connection.cursor() as cursor:
-            cursor.executemany(
-                f"INSERT INTO {qn(model._meta.db_table)} ({columns}) VALUES ({placeholders})",
-                params,
-            )
+            for start in range(0, len(params), size):
+                chunk = params[start : start + size]
+                cursor.execute(
+                    head + ", ".join([one] * len(chunk)), [v for row in chunk for v in row]
+                )
 
     def _preparer(self, field: Any) -> Callable[[Any], Any]:
         """``field``'s conversion of a value for the driver, skipped where it changes nothing.
