@@ -96,6 +96,24 @@ def test_publishes_written_after_their_tasks_ran_fill_in_set_based(db: Any, sett
     assert dict(runs.values_list("broker_id", "queued_at")) == published
 
 
+def test_a_worker_batch_of_tasks_no_publish_recorded_creates_them_set_based(
+    db: Any, settings: Any
+) -> None:
+    """The worker's batch comes before the publisher's (or the publisher is not recorded):
+    rule 2, the first event creates the rows, still in a few statements."""
+    settings.TASKS_HUB = {"WRITE_BEHIND": True}
+    plugin = TaskDbPlugin()
+    ran = lifecycle_events(50)[50:]
+    with CaptureQueriesContext(connection) as queries:
+        plugin.write_batch(batch_items(plugin, ran))
+    assert len(queries) <= 12, [q["sql"][:60] for q in queries]
+    starts = {e.broker_id: e.timestamp for e in ran if e.kind == "started"}
+    tasks = Task.objects.filter(status="done", result=3, attempts=1)
+    assert {t.broker_id: t.created_at for t in tasks} == starts
+    runs = TaskRun.objects.filter(status="done", attempt=1, trigger="initial")
+    assert dict(runs.values_list("broker_id", "queued_at")) == starts
+
+
 def test_a_batch_that_fails_is_written_event_by_event(db: Any, settings: Any, caplog: Any) -> None:
     class BrokenProgress(TaskDbPlugin):
         def record_progress(self, event: TaskEvent) -> None:

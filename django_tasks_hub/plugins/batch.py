@@ -57,6 +57,8 @@ class _Move:
     updated_at: Any
     task_fields: dict[str, Any]
     run_fields: dict[str, Any]
+    #: The event that creates the rows when they are not there yet (rule 2): the first one.
+    event: TaskEvent
 
 
 Group = list[tuple[int, Item]]
@@ -156,7 +158,14 @@ class BatchWriter:
                 with transaction.atomic(using=self.db):
                     self._move([move for _, move in moves])
             except _Mismatch:
-                one_by_one += [pair for group, _ in moves for pair in group]
+                try:
+                    # Usually the publisher has not written these tasks yet (its batch comes
+                    # later, or it is not recorded): create them from the worker's events.
+                    with transaction.atomic(using=self.db):
+                        self._create([move.event for _, move in moves])
+                        self._move([move for _, move in moves])
+                except (_Mismatch, IntegrityError):
+                    one_by_one += [pair for group, _ in moves for pair in group]
         for _, (fn, event) in sorted(one_by_one, key=lambda pair: pair[0]):
             fn(event)
 
@@ -170,8 +179,8 @@ class BatchWriter:
             return [], group  # One INSERT cannot fill a multi-table inherited model.
         ids = {item[1].broker_id for _, item in group}
         # A broker id a task or a run knows already (a worker's event came first; a restart's
-        # publish): the per-event path fills in what the publish knows. A task whose key is
-        # taken by another broker id makes the INSERT fail, and the group go one by one.
+        # publish): what the publish knows is filled in (see _fill_known), set-based where the
+        # rows are the ones a first attempt makes, else event by event.
         tasks = self.tasks.objects.using(self.db).filter(broker_id__in=ids)
         runs = self.runs.objects.using(self.db).filter(broker_id__in=ids)
         known = set(
@@ -181,7 +190,7 @@ class BatchWriter:
         )
         rest: Group = []
         fill: dict[str, tuple[int, Item]] = {}
-        new: dict[str, TaskEvent] = {}
+        new: dict[str, tuple[int, Item]] = {}
         for pair in group:
             event = pair[1][1]
             if event.broker_id in new or event.broker_id in fill:
@@ -189,29 +198,39 @@ class BatchWriter:
             elif event.broker_id in known:
                 fill[event.broker_id] = pair
             else:
-                new[event.broker_id] = event
-        task_rows, run_rows = [], []
-        for broker_id in sorted(new):  # The lock order.
-            event = new[broker_id]
-            task = self.plugin.task_values(event)
-            task_rows.append(task)
-            run_rows.append(
-                {
-                    "task_id": task["id"],
-                    "name": event.name,
-                    "attempt": 1,
-                    "broker_id": event.broker_id,
-                    "retries": 0,
-                    "delivery": 0,
-                    "trigger": RunTrigger.INITIAL,
-                    "triggered_by_id": event.user_id,
-                    "status": TaskStatus.PENDING,
-                    "queued_at": event.timestamp,
-                }
-            )
-        self._insert(self.tasks, task_rows)
-        self._insert(self.runs, run_rows)
+                new[event.broker_id] = pair
+        inserted = self._create([pair[1][1] for pair in new.values()])
+        # Inserted since the SELECT by a worker's batch: filled in like the known ones.
+        fill.update({b: pair for b, pair in new.items() if b not in inserted})
         return [fill[broker_id] for broker_id in sorted(fill)], rest
+
+    def _create(self, events: list[TaskEvent]) -> set[str]:
+        """Create the task and first run of each first attempt no task row knows (rule 2,
+        ``INSERT ... ON CONFLICT DO NOTHING``); the broker ids whose rows it created."""
+        from django_tasks_hub.plugins.db import task_pk_for
+
+        if self.tasks._meta.parents:
+            return set()  # One INSERT cannot fill a multi-table inherited model.
+        first = {e.broker_id: e for e in reversed(events) if e.retries == 0}
+        task_rows = [self.plugin.task_values(first[b]) for b in sorted(first)]  # Lock order.
+        inserted = self._insert(self.tasks, task_rows, returning="broker_id")
+        run_rows = [
+            {
+                "task_id": task_pk_for(broker_id),
+                "name": first[broker_id].name,
+                "attempt": 1,
+                "broker_id": broker_id,
+                "retries": 0,
+                "delivery": 0,
+                "trigger": RunTrigger.INITIAL,
+                "triggered_by_id": first[broker_id].user_id,
+                "status": TaskStatus.PENDING,
+                "queued_at": first[broker_id].timestamp,
+            }
+            for broker_id in sorted(inserted)
+        ]
+        self._insert(self.runs, run_rows)
+        return inserted
 
     def _fill_known(self, group: Group) -> None:
         """What a first publish knows best, on rows a worker's event created first (the
@@ -255,11 +274,15 @@ class BatchWriter:
         self._execute(task_sql, [(row[-2], row) for row in task_rows])
         self._execute(run_sql, [(row[-1], row) for row in run_rows])
 
-    def _insert(self, model: Any, rows: list[dict[str, Any]]) -> None:
+    def _insert(
+        self, model: Any, rows: list[dict[str, Any]], returning: str | None = None
+    ) -> set[str]:
         """Multi-row INSERTs of ``rows`` (attribute names to values; the other columns get
-        their field's default), without building model instances."""
+        their field's default), without building model instances. With ``returning`` (a
+        column), a row that clashes with a unique key is skipped, and the column's values of
+        the rows inserted are returned."""
         if not rows:
-            return
+            return set()
         qn = self.connection.ops.quote_name
         fields = [
             f for f in model._meta.concrete_fields if not f.primary_key or f.attname in rows[0]
@@ -277,12 +300,18 @@ class BatchWriter:
         # statements short enough for psycopg to cache their parsing (4 KB): one long
         # statement per batch cost more to parse on the client than it saved on the server.
         size = max(1, (4000 - len(head)) // (len(one) + 2))
+        tail = f" ON CONFLICT DO NOTHING RETURNING {qn(returning)}" if returning else ""
+        done: set[str] = set()
         with self.connection.cursor() as cursor:
             for start in range(0, len(params), size):
                 chunk = params[start : start + size]
                 cursor.execute(
-                    head + ", ".join([one] * len(chunk)), [v for row in chunk for v in row]
+                    head + ", ".join([one] * len(chunk)) + tail,
+                    [v for row in chunk for v in row],
                 )
+                if returning:
+                    done.update(str(value) for (value,) in cursor.fetchall())
+        return done
 
     def _preparer(self, field: Any) -> Callable[[Any], Any]:
         """``field``'s conversion of a value for the driver, skipped where it changes nothing.
@@ -318,6 +347,7 @@ class BatchWriter:
             event.timestamp,
             task_fields,
             run_fields,
+            event,
         )
 
     def _ran(self, start: TaskEvent, end: TaskEvent) -> _Move:
@@ -333,6 +363,7 @@ class BatchWriter:
             end.timestamp,
             {**start_task, **end_task},
             {**start_run, **end_run},
+            start,
         )
 
     def _move(self, moves: list[_Move]) -> None:
