@@ -24,8 +24,12 @@ T = TypeVar("T")
 #: ends; the next item starts a new one.
 IDLE_SECONDS = 10.0
 
-#: At most this many full batches wait in a buffer; then ``add()`` waits for the writer.
-PENDING_BATCHES = 10
+#: At most this many full batches wait in a buffer; then ``add()`` waits for the writer. Small,
+#: so that a process that exits has little left to write and an overloaded database slows the
+#: receivers (as writing in the signal would) instead of filling memory.
+PENDING_BATCHES = 2
+#: Seconds a process that exits waits for its buffers to be written.
+EXIT_FLUSH_SECONDS = 30.0
 
 _buffers: weakref.WeakSet[WriteBuffer[Any]] = weakref.WeakSet()
 _local = threading.local()
@@ -189,5 +193,7 @@ def flush(timeout: float = 10.0) -> bool:
 
 @atexit.register
 def _flush_at_exit() -> None:
-    if not flush_all(timeout=5.0):
-        logger.warning("tasks-hub exited with events it could not write in 5 seconds")
+    if not flush_all(timeout=EXIT_FLUSH_SECONDS):
+        logger.error(
+            "tasks-hub exited with events it could not write in %d seconds", EXIT_FLUSH_SECONDS
+        )

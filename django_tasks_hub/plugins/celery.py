@@ -15,7 +15,7 @@ from celery.utils.dispatch import Signal
 from django.utils import timezone
 
 from django_tasks_hub.background import background
-from django_tasks_hub.buffer import flush_all
+from django_tasks_hub.buffer import EXIT_FLUSH_SECONDS, flush_all
 from django_tasks_hub.conf import hub_settings
 from django_tasks_hub.plugins.base import TaskEvent, registry
 
@@ -347,12 +347,12 @@ def _start_after_connection_close() -> None:
 def on_worker_shutdown(sender: Any = None, **_: Any) -> None:
     """Give pending background and buffered writes a moment before the process exits."""
     background.flush(timeout=5.0)
-    flush_all(timeout=5.0)
+    flush_all(timeout=EXIT_FLUSH_SECONDS)
 
 
 def on_worker_process_shutdown(**_: Any) -> None:
     """A prefork pool process exits without running ``atexit``: write what it buffered."""
-    flush_all(timeout=5.0)
+    flush_all(timeout=EXIT_FLUSH_SECONDS)
 
 
 def _describe(exc: Any) -> str:
