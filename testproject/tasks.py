@@ -77,7 +77,14 @@ def crash() -> None:
 
     from billiard.process import current_process
 
+    from django_tasks_hub import flush
+
     # Only ever a pool child: in a threads or solo worker this would end the whole worker.
     if current_process().name == "MainProcess":
         raise RuntimeError("demo.crash only runs in a prefork pool child (celery -P prefork).")
+    # os._exit skips every exit hook, so the events this process buffered in the last
+    # FLUSH_INTERVAL (the ends of the demo tasks it ran just before) would die with it, as
+    # they would in a real crash (docs/configuration.md, WRITE_BEHIND). The demo shows a lost
+    # task, not lost history of the others.
+    flush()
     os._exit(1)
