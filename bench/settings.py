@@ -46,9 +46,9 @@ if os.environ.get("BENCH_CONN_HEALTH_CHECKS") == "0":
 TASKS_HUB: dict = {"PLUGINS": []}
 if BENCH_MODE == "hub":
     # TASKS_HUB_JSON='{"FLUSH_INTERVAL": 0.2}' measures other settings (testproject reads it).
-    TASKS_HUB = json.loads(os.environ.get("TASKS_HUB_JSON") or "{}")
+    TASKS_HUB = {"WRITE_BEHIND": True, **json.loads(os.environ.get("TASKS_HUB_JSON") or "{}")}
 elif BENCH_MODE == "hubsync":
-    TASKS_HUB = {"WRITE_BEHIND": False}
+    TASKS_HUB = {"WRITE_BEHIND": False}  # The package's default.
 if os.environ.get("BENCH_SERVER_SIDE_BINDING") == "1":
     # psycopg's server-side binding (Django's OPTIONS["server_side_binding"]), every mode.
     DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = True

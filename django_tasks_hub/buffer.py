@@ -181,7 +181,7 @@ def flush_all(timeout: float = 10.0) -> bool:
 def flush(timeout: float = 10.0) -> bool:
     """Write every event this process has recorded so far and wait for it.
 
-    With ``WRITE_BEHIND`` (the default) a task's rows appear a moment after ``apply_async()``
+    With ``WRITE_BEHIND`` on, a task's rows appear a moment after ``apply_async()``
     returns; call this where the next line needs them (a script that publishes then reads the
     rows, a test). ``False`` if ``timeout`` ran out first.
     """

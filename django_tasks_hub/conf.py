@@ -30,11 +30,11 @@ DEFAULTS: dict[str, Any] = {
     # How often a failed database write from a receiver is tried again, and the first delay.
     "WRITE_RETRIES": 3,
     "WRITE_RETRY_DELAY": 0.5,
-    # Write-behind: receivers hand events to a per-process buffer that one thread writes in
-    # batches (set-based statements, one transaction, a connection kept across tasks), so a
-    # publish or a task never waits for the database. ``False`` writes each event in the
-    # signal, before ``apply_async`` returns (see docs/concepts.md for the trade-off).
-    "WRITE_BEHIND": True,
+    # Write-behind (opt-in): receivers hand events to a per-process buffer that one thread
+    # writes in set-based batches on a connection of its own, so a publish or a task never
+    # waits for the database; a process that dies abruptly loses its last interval of events.
+    # Off: each event is written in its signal, before ``apply_async`` returns.
+    "WRITE_BEHIND": False,
     # Longest a buffered event waits before its batch is written, in seconds.
     "FLUSH_INTERVAL": 0.05,
     # A batch is written as soon as it holds this many events.

@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # which keeps the package's default. Set as the default, so ``override_settings(TASKS_HUB=...)``
 # in a test does not turn it back on.
 PACKAGE_DEFAULTS = dict(conf.DEFAULTS)
-conf.DEFAULTS["WRITE_BEHIND"] = False
+conf.DEFAULTS["WRITE_BEHIND"] = False  # The package's default too; kept explicit here.
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 

@@ -44,7 +44,10 @@ def test_a_task_opens_one_connection_in_a_prefork_worker(subprocess_worker: Any)
 def test_write_behind_keeps_one_connection_across_tasks(subprocess_worker: Any) -> None:
     # The writer thread's connection is its own (Django's connections are per thread): the
     # fixup's close after every task does not reach it, so tasks open no connection at all.
-    worker = subprocess_worker("-P", "prefork", "-c", "1", "-Q", QUEUE, "-n", f"{QUEUE}@%h")
+    env = {"TASKS_HUB_JSON": json.dumps({"WRITE_BEHIND": True})}
+    worker = subprocess_worker(
+        "-P", "prefork", "-c", "1", "-Q", QUEUE, "-n", f"{QUEUE}@%h", env=env
+    )  # fmt: skip
     wait_status(tasks.add.apply_async((0, 0), queue=QUEUE).id, "done")
     count = 20
     before = sessions_opened()

@@ -164,7 +164,7 @@ def test_the_writer_thread_writes_once_the_interval_is_over(
 def test_a_prefork_process_writes_its_buffer_when_it_exits(subprocess_worker: Any) -> None:
     """A pool process ends with ``os._exit`` (no atexit): its shutdown signal flushes."""
     queue = "write-behind-exit"
-    env = {"TASKS_HUB_JSON": json.dumps({"FLUSH_INTERVAL": 120})}
+    env = {"TASKS_HUB_JSON": json.dumps({"WRITE_BEHIND": True, "FLUSH_INTERVAL": 120})}
     worker = subprocess_worker(
         "-P", "prefork", "-c", "1", "-Q", queue, "-n", f"{queue}@%h", env=env
     )
@@ -211,7 +211,7 @@ def test_a_pool_process_a_cancel_terminates_writes_its_buffer_first(
     from django_tasks_hub import services
 
     queue = "write-behind-cancel"
-    env = {"TASKS_HUB_JSON": json.dumps({"FLUSH_INTERVAL": 120})}
+    env = {"TASKS_HUB_JSON": json.dumps({"WRITE_BEHIND": True, "FLUSH_INTERVAL": 120})}
     subprocess_worker("-P", "prefork", "-c", "1", "-Q", queue, "-n", f"{queue}@%h", env=env)
     done = tasks.add.apply_async((2, 2), queue=queue)
     long = tasks.long_running.apply_async(kwargs={"steps": 600, "delay": 0.1}, queue=queue)
