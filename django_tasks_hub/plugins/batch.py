@@ -173,36 +173,23 @@ class BatchWriter:
 
     def _insert_queued(self, group: Group) -> tuple[Group, Group]:
         """INSERT the tasks and first runs of publishes no row knows yet. Returns the
-        publishes of broker ids known already (for :meth:`_fill_known`) and the rest, for the
+        publishes whose task was there already (for :meth:`_fill_known`) and the rest, for the
         per-event path."""
         if self.tasks._meta.parents:
             return [], group  # One INSERT cannot fill a multi-table inherited model.
-        ids = {item[1].broker_id for _, item in group}
-        # A broker id a task or a run knows already (a worker's event came first; a restart's
-        # publish): what the publish knows is filled in (see _fill_known), set-based where the
-        # rows are the ones a first attempt makes, else event by event.
-        tasks = self.tasks.objects.using(self.db).filter(broker_id__in=ids)
-        runs = self.runs.objects.using(self.db).filter(broker_id__in=ids)
-        known = set(
-            tasks.order_by()
-            .values_list("broker_id", flat=True)
-            .union(runs.order_by().values_list("broker_id", flat=True))
-        )
         rest: Group = []
-        fill: dict[str, tuple[int, Item]] = {}
         new: dict[str, tuple[int, Item]] = {}
         for pair in group:
-            event = pair[1][1]
-            if event.broker_id in new or event.broker_id in fill:
+            if pair[1][1].broker_id in new:
                 rest.append(pair)  # A second publish of one in this batch.
-            elif event.broker_id in known:
-                fill[event.broker_id] = pair
             else:
-                new[event.broker_id] = pair
+                new[pair[1][1].broker_id] = pair
         inserted = self._create([pair[1][1] for pair in new.values()])
-        # Inserted since the SELECT by a worker's batch: filled in like the known ones.
-        fill.update({b: pair for b, pair in new.items() if b not in inserted})
-        return [fill[broker_id] for broker_id in sorted(fill)], rest
+        # A task row is there already (a worker's event came first; a restart's publish): what
+        # the publish knows is filled in, set-based where the rows are the ones a first attempt
+        # makes, else event by event (see _fill_known).
+        known = [pair for broker_id, pair in sorted(new.items()) if broker_id not in inserted]
+        return known, rest
 
     def _create(self, events: list[TaskEvent]) -> set[str]:
         """Create the task and first run of each first attempt no task row knows (rule 2,
