@@ -16,7 +16,6 @@ from django_tasks_hub.states import (
     RUN_ALLOWED_FROM,
     TASK_ALLOWED_FROM,
     TASK_SUPERSEDED,
-    RunTrigger,
     TaskStatus,
 )
 
@@ -202,19 +201,7 @@ class BatchWriter:
         task_rows = [self.plugin.task_values(first[b]) for b in sorted(first)]  # Lock order.
         inserted = self._insert(self.tasks, task_rows, returning="broker_id")
         run_rows = [
-            {
-                "task_id": task_pk_for(broker_id),
-                "name": first[broker_id].name,
-                "attempt": 1,
-                "broker_id": broker_id,
-                "retries": 0,
-                "delivery": 0,
-                "trigger": RunTrigger.INITIAL,
-                "triggered_by_id": first[broker_id].user_id,
-                "status": TaskStatus.PENDING,
-                "queued_at": first[broker_id].timestamp,
-            }
-            for broker_id in sorted(inserted)
+            self.plugin.run_values(first[b], task_pk_for(b), attempt=1) for b in sorted(inserted)
         ]
         self._insert(self.runs, run_rows)
         return inserted
@@ -228,14 +215,12 @@ class BatchWriter:
         qn = self.connection.ops.quote_name
         task_rows, run_rows = [], []
         for _, (_, event) in group:  # In broker id order: the lock order.
-            values = self.plugin.task_values(event)
+            published = self._prepare(self.tasks, "created_at")(event.timestamp)
             task_rows.append(
                 [
-                    *self._values(
-                        self.tasks,
-                        {k: values[k] for k in ("args", "kwargs", "options", "created_at")},
-                    ),
-                    self._prepare(self.tasks, "created_at")(event.timestamp),
+                    *self._values(self.tasks, self.plugin.publish_values(event)),
+                    published,
+                    published,
                     event.user_id,
                     event.broker_id,
                     self._prepare(self.tasks, "id")(task_pk_for(event.broker_id)),

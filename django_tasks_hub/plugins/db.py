@@ -120,10 +120,6 @@ class TaskDbPlugin(TaskHubPlugin):
         else:
             self._write(fn, event)
 
-    def flush(self, timeout: float = 10.0) -> bool:
-        """Write the events this process buffered and wait; ``False`` on timeout."""
-        return self._buffer.flush(timeout)
-
     def write_batch(self, items: Sequence[Item]) -> None:
         """Write a batch of buffered events, set-based where it can (see ``BatchWriter``).
 
@@ -385,12 +381,9 @@ class TaskDbPlugin(TaskHubPlugin):
 
     def _fill_from_publish(self, event: TaskEvent) -> None:
         """The first publish knows the options, the creator and the creation time best."""
-        at = Value(event.timestamp)
         fields: dict[str, Any] = {
-            "args": self._args(event),
-            "kwargs": to_json(event.kwargs) or {},
-            "options": to_json(event.options) or {},
-            "created_at": Least(F("created_at"), at),
+            **self.publish_values(event),
+            "created_at": Least(F("created_at"), Value(event.timestamp)),
         }
         tasks = self.task_model.objects.using(self.db).filter(broker_id=event.broker_id)
         tasks.update(**fields)
@@ -423,9 +416,7 @@ class TaskDbPlugin(TaskHubPlugin):
         return {
             "id": task_pk_for(event.broker_id),
             "name": event.name,
-            "args": self._args(event),
-            "kwargs": to_json(event.kwargs) or {},
-            "options": to_json(event.options) or {},
+            **self.publish_values(event),
             "status": TaskStatus.RETRYING if retries else TaskStatus.PENDING,
             "broker_id": event.broker_id,
             "retries": retries,
@@ -435,6 +426,29 @@ class TaskDbPlugin(TaskHubPlugin):
             "created_at": event.timestamp,
             "updated_at": event.timestamp,
             "created_by_id": event.user_id,
+        }
+
+    def publish_values(self, event: TaskEvent) -> dict[str, Any]:
+        """The task columns the first publish knows best: the call and its options."""
+        return {
+            "args": self._args(event),
+            "kwargs": to_json(event.kwargs) or {},
+            "options": to_json(event.options) or {},
+        }
+
+    def run_values(self, event: TaskEvent, task_pk: Any, attempt: int) -> dict[str, Any]:
+        """The columns of the run ``event`` creates for the task ``task_pk``."""
+        retries = event.retries or 0
+        return {
+            "task_id": task_pk,
+            "name": event.name,
+            "attempt": attempt,
+            "broker_id": event.broker_id,
+            "retries": retries,
+            "trigger": RunTrigger.RETRY if retries else RunTrigger.INITIAL,
+            "triggered_by_id": event.user_id,
+            "status": TaskStatus.PENDING,
+            "queued_at": event.timestamp,
         }
 
     def _parent_pk(self, parent_broker_id: str | None) -> uuid.UUID | None:
@@ -503,19 +517,8 @@ class TaskDbPlugin(TaskHubPlugin):
 
     def _ensure_run(self, event: TaskEvent, task: _TaskRef) -> bool:
         """Create the run ``event`` is about; ``False`` when it is there already."""
-        retries = event.retries or 0
         attempt = self._attempt_number(event, task)
-        run = self.run_model(
-            task_id=task.pk,
-            name=event.name,
-            attempt=attempt,
-            broker_id=event.broker_id,
-            retries=retries,
-            trigger=RunTrigger.RETRY if retries else RunTrigger.INITIAL,
-            triggered_by_id=event.user_id,
-            status=TaskStatus.PENDING,
-            queued_at=event.timestamp,
-        )
+        run = self.run_model(**self.run_values(event, task.pk, attempt))
         if attempt > task.attempts:
             # Before the INSERT: the task row is locked before its runs, by every writer.
             # Counting an attempt whose run turns out to exist already changes nothing.
