@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 import uuid
 from dataclasses import replace
 from typing import Any
@@ -200,25 +199,3 @@ def test_a_buffer_the_writer_cannot_keep_up_with_stops_growing(settings: Any) ->
     producer.join(10)
     assert buffer.flush(timeout=10)
     assert written == list(range(100))
-
-
-@pytest.mark.worker
-def test_a_pool_process_a_cancel_terminates_writes_its_buffer_first(
-    subprocess_worker: Any,
-) -> None:
-    """Cancelling a running task kills its pool process (SIGTERM): the events that process had
-    buffered, of this task and of the tasks it ran before, are written before it dies."""
-    from django_tasks_hub import services
-
-    queue = "write-behind-cancel"
-    env = {"TASKS_HUB_JSON": json.dumps({"WRITE_BEHIND": True, "FLUSH_INTERVAL": 120})}
-    subprocess_worker("-P", "prefork", "-c", "1", "-Q", queue, "-n", f"{queue}@%h", env=env)
-    done = tasks.add.apply_async((2, 2), queue=queue)
-    long = tasks.long_running.apply_async(kwargs={"steps": 600, "delay": 0.1}, queue=queue)
-    # Time for the pool process to run the first task and start the second.
-    time.sleep(3)
-    assert Task.objects.get(pk=done.id).status == "pending"  # Ran, but still in the buffer.
-    services.cancel(Task.objects.get(pk=long.id))
-    assert wait_status(done.id, "done", timeout=20).result == 4
-    canceled = wait_status(long.id, "canceled", timeout=20)
-    assert canceled.started_at is not None  # Its start, buffered, was written too.
