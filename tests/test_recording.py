@@ -6,6 +6,8 @@ status, attempts, timestamps in order, result, error, traceback and worker.
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import itertools
 import json
 import os
@@ -177,6 +179,22 @@ def test_chains_and_groups_record_their_parent(worker: Any) -> None:
     assert (left.parent_id, left.result) == (second.pk, 14)
     assert (right.parent_id, right.result) == (second.pk, 24)
     assert list(Task.objects.get(pk=second.pk).children.order_by("result")) == [left, right]
+
+
+@pytest.mark.usefixtures("write_mode")
+def test_values_json_cannot_hold_as_they_are_are_still_recorded(worker: Any) -> None:
+    # Celery's JSON serializer carries datetimes, decimals and UUIDs; the rows store them as
+    # Django's encoder writes them. NaN and NUL characters, which PostgreSQL refuses, as text.
+    when = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
+    payload = {"when": when, "amount": decimal.Decimal("1.50"), "id": uuid.UUID(int=1)}
+    stored = {"when": "2026-01-02T03:04:05Z", "amount": "1.50", "id": str(uuid.UUID(int=1))}
+    rich = wait_status(tasks.echo.delay(payload).id, "done")
+    assert (rich.args, rich.result) == ([stored], stored)
+    nan = wait_status(tasks.echo.delay(float("nan")).id, "done")
+    assert (nan.args, nan.result) == ("[nan]", "nan")
+    nul = wait_status(tasks.echo.delay("a\x00b").id, "done")
+    assert (nul.args, nul.result) == ("['a\\x00b']", "a\\x00b")
+    assert runs_of(nul)[0].result == "a\\x00b"
 
 
 @pytest.mark.usefixtures("write_mode")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -50,19 +51,40 @@ def task_pk_for(broker_id: str) -> uuid.UUID:
         return uuid.uuid5(_ID_NAMESPACE, str(broker_id))
 
 
+_CONTAINERS = (list, tuple, dict)
+
+
 def to_json(value: Any) -> Any:
-    """``value`` if it can be stored as JSON, else its ``repr``: a result never fails a write."""
-    if value is None or isinstance(value, str | int | float | bool):
+    """``value`` as the JSON columns can store it: a result never fails a write.
+
+    Celery's JSON serializer carries datetimes, dates, UUIDs and decimals; the columns store
+    them as Django's encoder writes them (ISO 8601, text). What no JSON can hold (an object,
+    ``NaN``, which PostgreSQL's ``jsonb`` refuses) is stored as its ``repr``.
+    """
+    if isinstance(value, str):
+        # PostgreSQL stores no NUL character, in text or in jsonb.
+        return value.replace("\x00", "\\x00") if "\x00" in value else value
+    if value is None or isinstance(value, int) or (type(value) in _CONTAINERS and not value):
+        return value  # Most calls' args and results: nothing to encode to find out.
+    if isinstance(value, float) and math.isfinite(value):
         return value
     try:
-        json.dumps(value, cls=DjangoJSONEncoder)
+        # The C encoder, strict: what it accepts, every JSON column accepts as it is.
+        text = json.dumps(value, allow_nan=False)
     except (TypeError, ValueError):
-        return repr(value)
+        try:
+            text = json.dumps(value, cls=DjangoJSONEncoder, allow_nan=False)
+        except (TypeError, ValueError):
+            return to_json(repr(value))
+        value = json.loads(text)
+    if "\\u0000" in text:
+        return to_json(repr(value))
     return value
 
 
 def _clip(text: str) -> str:
     limit = hub_settings.MAX_TRACEBACK_LENGTH
+    text = text.replace("\x00", "\\x00")  # PostgreSQL stores no NUL character.
     return text if len(text) <= limit else text[: limit - 15] + "\n...[truncated]"
 
 
