@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime
+import functools
+import re
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +65,20 @@ class _Move:
 Group = list[tuple[int, Item]]
 
 
+@functools.cache
+def _unprepared_cursor_class() -> type:
+    import psycopg  # Only on PostgreSQL, where it is the driver.
+
+    class UnpreparedCursor(psycopg.Cursor):
+        """Binds on the server, never as a named prepared statement: a pooler in
+        transaction mode (PgBouncer) may hand the next statement to another session."""
+
+        def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+            return super().execute(query, params, **{**kwargs, "prepare": False})
+
+    return UnpreparedCursor
+
+
 class BatchWriter:
     """Writes a batch with the rules of :class:`TaskDbPlugin`, a group of events per statement.
 
@@ -90,6 +106,8 @@ class BatchWriter:
         #: the rest again one by one.
         self.written = 0
         self._preparers: dict[tuple[Any, str], Callable[[Any], Any]] = {}
+        #: PostgreSQL takes a batch's rows as one array per column (``unnest``).
+        self.unnest = self.connection.vendor == "postgresql"
 
     def write(self, items: Sequence[Item]) -> None:
         """Write ``items``; on an error, ``written`` says how many were written before it."""
@@ -233,18 +251,22 @@ class BatchWriter:
             f"UPDATE {qn(self.tasks._meta.db_table)} SET {qn('args')} = %s,"
             f" {qn('kwargs')} = %s, {qn('options')} = %s,"
             f" {created} = CASE WHEN {created} < %s THEN {created} ELSE %s END,"
-            f" {qn('created_by_id')} = COALESCE({qn('created_by_id')}, %s)"
-            f" WHERE {qn('broker_id')} = %s AND {qn('id')} = %s"
+            f" {qn('created_by_id')} = COALESCE({qn('created_by_id')}, %s)",
+            f"WHERE {qn('broker_id')} = %s AND {qn('id')} = %s",
         )
+        task_params = ("args", "kwargs", "options", "created_at", "created_at", "created_by")
         queued = qn("queued_at")
         run_sql = (
             f"UPDATE {qn(self.runs._meta.db_table)} SET"
             f" {queued} = CASE WHEN {queued} IS NULL OR {queued} > %s THEN %s ELSE {queued} END,"
-            f" {qn('triggered_by_id')} = COALESCE(%s, {qn('triggered_by_id')})"
-            f" WHERE {qn('broker_id')} = %s AND {qn('retries')} = 0 AND {qn('delivery')} = 0"
+            f" {qn('triggered_by_id')} = COALESCE(%s, {qn('triggered_by_id')})",
+            f"WHERE {qn('broker_id')} = %s AND {qn('retries')} = 0 AND {qn('delivery')} = 0",
         )
-        self._execute(task_sql, [(row[-2], row) for row in task_rows])
-        self._execute(run_sql, [(row[-1], row) for row in run_rows])
+        run_params = ("queued_at", "queued_at", "triggered_by", "broker_id")
+        self._execute(
+            self.tasks, task_sql, (*task_params, "broker_id", "id"), [(r[-2], r) for r in task_rows]
+        )
+        self._execute(self.runs, run_sql, run_params, [(r[-1], r) for r in run_rows])
 
     def _insert(
         self, model: Any, rows: list[dict[str, Any]], returning: str | None = None
@@ -266,24 +288,36 @@ class BatchWriter:
             [save(row[name] if name in row else defaults[name]) for name, save in prep]
             for row in rows
         ]
-        head = f"INSERT INTO {qn(model._meta.db_table)} ({columns}) VALUES "
-        one = "(" + ", ".join(["%s"] * len(fields)) + ")"
-        # Several rows per statement, so the database parses and plans once per chunk, but
-        # statements short enough for psycopg to cache their parsing (4 KB): one long
-        # statement per batch cost more to parse on the client than it saved on the server.
-        size = max(1, (4000 - len(head)) // (len(one) + 2))
         tail = f" ON CONFLICT DO NOTHING RETURNING {qn(returning)}" if returning else ""
         done: set[str] = set()
-        with self.connection.cursor() as cursor:
-            for start in range(0, len(params), size):
-                chunk = params[start : start + size]
-                cursor.execute(
-                    head + ", ".join([one] * len(chunk)) + tail,
-                    [v for row in chunk for v in row],
-                )
+        with self._cursor() as cursor:
+            for sql, values in self._insert_statements(model, fields, columns, params, tail):
+                cursor.execute(sql, values)
                 if returning:
                     done.update(str(value) for (value,) in cursor.fetchall())
         return done
+
+    def _insert_statements(
+        self, model: Any, fields: list[Any], columns: str, params: list[list[Any]], tail: str
+    ) -> Iterator[tuple[str, list[Any]]]:
+        head = f"INSERT INTO {self.connection.ops.quote_name(model._meta.db_table)} ({columns})"
+        if self.unnest:
+            # One statement of one array per column: its text and its parsing are the same
+            # for every batch, whatever its size.
+            arrays = ", ".join(f"%b::{self._cast(field)}[]" for field in fields)
+            columns_of_rows = [list(column) for column in zip(*params, strict=True)]
+            yield f"{head} SELECT * FROM unnest({arrays}){tail}", columns_of_rows
+            return
+        # Several rows per statement, so the database parses and plans once per chunk, but
+        # statements short enough for the driver to cache their parsing.
+        one = "(" + ", ".join(["%s"] * len(fields)) + ")"
+        size = max(1, (4000 - len(head)) // (len(one) + 2))
+        for start in range(0, len(params), size):
+            chunk = params[start : start + size]
+            yield (
+                f"{head} VALUES {', '.join([one] * len(chunk))}{tail}",
+                [v for row in chunk for v in row],
+            )
 
     def _preparer(self, field: Any) -> Callable[[Any], Any]:
         """``field``'s conversion of a value for the driver, skipped where it changes nothing.
@@ -359,17 +393,64 @@ class BatchWriter:
             )
         # The task rows first, then the runs, each in broker id order: the lock order.
         for (where, *columns), rows in task_groups.items():
-            self._execute(self._task_sql(columns, where), rows)
+            params = (*columns, "broker_id", "retries", "retries")
+            self._execute(self.tasks, self._task_sql(columns, where), params, rows)
         for (where, *columns), rows in run_groups.items():
-            self._execute(self._run_sql(columns, where), rows)
+            params = (*columns, "broker_id", "retries")
+            self._execute(self.runs, self._run_sql(columns, where), params, rows)
 
-    def _execute(self, sql: str, rows: list[tuple[str, list[Any]]]) -> None:
-        with self.connection.cursor() as cursor:
-            cursor.executemany(sql, [params for _, params in sorted(rows, key=lambda r: r[0])])
-            # Each statement moves at most one row (a unique broker id; the newest delivery of
-            # one attempt), so the total says whether every event moved its row.
+    def _execute(
+        self,
+        model: Any,
+        sql: tuple[str, str],
+        params: Sequence[str],
+        rows: list[tuple[str, list[Any]]],
+    ) -> None:
+        """Run the UPDATE ``sql`` (its SET part, its WHERE part) for every row of parameters
+        (``params`` names the field each is a value of); each row must move exactly one row.
+
+        On PostgreSQL, one statement for all the rows: they are joined as arrays (``UPDATE
+        ... FROM unnest(...)``), so the statement's text, and its parsing on both sides, are
+        the same whatever the number of rows. Elsewhere, one statement per row (executemany).
+        """
+        head, tail = sql
+        rows = sorted(rows, key=lambda r: r[0])
+        with self._cursor() as cursor:
+            if self.unnest:
+                refs = iter(range(len(params)))
+                head, tail = (re.sub("%s", lambda _: f"v.p{next(refs)}", part) for part in sql)
+                arrays = ", ".join(
+                    f"%b::{self._cast(model._meta.get_field(name))}[]" for name in params
+                )
+                names = ", ".join(f"p{i}" for i in range(len(params)))
+                cursor.execute(
+                    f"{head} FROM unnest({arrays}) AS v({names}) {tail}",
+                    [list(column) for column in zip(*(values for _, values in rows), strict=True)],
+                )
+            else:
+                cursor.executemany(f"{head} {tail}", [values for _, values in rows])
+            # Each row of parameters moves at most one row (a unique broker id; the newest
+            # delivery of one attempt), so the total says whether every event moved its row.
             if cursor.rowcount != len(rows):
                 raise _Mismatch
+
+    def _cursor(self) -> Any:
+        """A cursor for the batch's statements; on PostgreSQL one that binds on the server.
+
+        Django's psycopg cursors bind on the client: every element of every array would be
+        quoted into the statement's text. Bound on the server, the arrays travel in binary
+        (``%b``). Wrapped as Django wraps its own, so errors and query logging are the same.
+        """
+        if not self.unnest:
+            return self.connection.cursor()
+        self.connection.ensure_connection()
+        raw = _unprepared_cursor_class()(self.connection.connection)
+        if self.connection.queries_logged:
+            return self.connection.make_debug_cursor(raw)
+        return self.connection.make_cursor(raw)
+
+    def _cast(self, field: Any) -> str:
+        return str(field.cast_db_type(self.connection))
 
     def _values(self, model: Any, fields: dict[str, Any]) -> list[Any]:
         return [self._prepare(model, name)(value) for name, value in fields.items()]
@@ -390,27 +471,27 @@ class BatchWriter:
         opts = model._meta
         return ", ".join(f"{qn(opts.get_field(name).column)} = %s" for name in columns)
 
-    def _task_sql(self, columns: Iterable[str], where: str) -> str:
+    def _task_sql(self, columns: Iterable[str], where: str) -> tuple[str, str]:
         qn = self.connection.ops.quote_name
         allowed = self._literals(TASK_ALLOWED_FROM[where])
         superseded = self._literals(TASK_SUPERSEDED)
         return (
-            f"UPDATE {qn(self.tasks._meta.db_table)} SET {self._set(self.tasks, columns)}"
-            f" WHERE {qn('broker_id')} = %s AND (({qn('retries')} = %s"
+            f"UPDATE {qn(self.tasks._meta.db_table)} SET {self._set(self.tasks, columns)}",
+            f"WHERE {qn('broker_id')} = %s AND (({qn('retries')} = %s"
             f" AND {qn('status')} IN ({allowed}))"
-            f" OR ({qn('retries')} < %s AND {qn('status')} IN ({superseded})))"
+            f" OR ({qn('retries')} < %s AND {qn('status')} IN ({superseded})))",
         )
 
-    def _run_sql(self, columns: Iterable[str], where: str) -> str:
+    def _run_sql(self, columns: Iterable[str], where: str) -> tuple[str, str]:
         qn = self.connection.ops.quote_name
         table = qn(self.runs._meta.db_table)
         # ``lost`` is left to the per-event path: only the current delivery may leave it.
         statuses = self._literals(RUN_ALLOWED_FROM[where] - {TaskStatus.LOST})
         return (
-            f"UPDATE {table} SET {self._set(self.runs, columns)}"
-            f" WHERE {qn('broker_id')} = %s AND {qn('retries')} = %s"
-            f" AND {qn('status')} IN ({statuses})"
-            f" AND {qn('delivery')} = (SELECT MAX(r.{qn('delivery')}) FROM {table} r"
+            f"UPDATE {table} SET {self._set(self.runs, columns)}",
+            f"WHERE {table}.{qn('broker_id')} = %s AND {table}.{qn('retries')} = %s"
+            f" AND {table}.{qn('status')} IN ({statuses})"
+            f" AND {table}.{qn('delivery')} = (SELECT MAX(r.{qn('delivery')}) FROM {table} r"
             f" WHERE r.{qn('broker_id')} = {table}.{qn('broker_id')}"
-            f" AND r.{qn('retries')} = {table}.{qn('retries')})"
+            f" AND r.{qn('retries')} = {table}.{qn('retries')})",
         )
