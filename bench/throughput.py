@@ -221,6 +221,20 @@ def main() -> None:
                     f"{s['combined_rate'] / b['combined_rate']:4.2f}       "
                 )
         print(line)
+    # The same ratio taken round by round (each mode against the baseline measured next to
+    # it, seconds apart) and its median: steadier than the ratio of medians on a machine
+    # whose speed drifts from minute to minute.
+    for base in ("bare", "dcr"):
+        if base not in runs or len(runs) < 2:
+            continue
+        print(f"\ncombined x {base}, round by round -> median:")
+        for mode, rs in runs.items():
+            if mode == base:
+                continue
+            pairs = zip(rs, runs[base], strict=True)
+            ratios = [r["combined_rate"] / b["combined_rate"] for r, b in pairs]
+            rounds = " ".join(f"{x:.2f}" for x in ratios)
+            print(f"  {mode:<7} {rounds} -> {median(ratios):.2f}")
     print("\nPostgreSQL work per task (pg_stat_database deltas / N):")
     print(f"{'mode':<7} {'phase':<8} {'commits':>8} {'sessions':>9} {'inserted':>9} {'updated':>8}")
     for mode, s in summary.items():
