@@ -28,8 +28,15 @@ TABLES = {
 
 
 def base_env(mode: str, db_url: str, broker_url: str, **extra: str) -> dict[str, str]:
-    """The environment of a bench process (publisher, worker, migrate) in ``mode``."""
+    """The environment of a bench process (publisher, worker, migrate) in ``mode``.
+
+    ``hub@0.1`` is the ``hub`` mode with ``FLUSH_INTERVAL`` 0.1, to compare intervals in one
+    run.
+    """
     env = dict(os.environ)
+    mode, _, interval = mode.partition("@")
+    if interval:
+        env["TASKS_HUB_JSON"] = json.dumps({"FLUSH_INTERVAL": float(interval)})
     env.update(
         DJANGO_SETTINGS_MODULE="bench.settings",
         BENCH_MODE=mode,
@@ -140,7 +147,7 @@ class Worker:
             PYTHON, "-m", "celery", "-A", "bench.celery_app", "worker", "-l", "WARNING",
             "-P", pool, "-c", str(concurrency),
             "--without-heartbeat", "--without-gossip", "--without-mingle",
-            "-n", f"bench-{mode}-{os.getpid()}@%h",
+            "-n", f"bench-{mode.replace('@', '-')}-{os.getpid()}@%h",
         ]  # fmt: skip
         self.log = log or Path(self.env["TASKS_HUB_VAR_DIR"]) / f"worker-{mode}.log"
         self.proc: subprocess.Popen[bytes] | None = None

@@ -8,8 +8,8 @@ start a real ``celery worker`` (prefork, 2 children, the same settings in every 
 it drain the queue. Reports publish rate, worker rate (first to last task end) and the
 combined rate N / (publish time + drain time), with ratios against bare Celery and
 django-celery-results measured in the same run (``--modes`` also takes ``hubsync``: the hub
-writing each event in its signal, ``WRITE_BEHIND: False``). Then, for the hub, the recording
-latency:
+writing each event in its signal, ``WRITE_BEHIND: False``; and ``hub@0.1``: the hub with a
+``FLUSH_INTERVAL`` of 0.1 s). Then, for the hub, the recording latency:
 tasks published at a steady pace while a poller watches for each task's row to show ``done``.
 """
 
@@ -54,7 +54,7 @@ def count_recorded(mode: str, db_url: str) -> int:
     if mode == "bare":
         return -1
     with pg_connect(db_url) as conn:
-        if mode in ("hub", "hubsync"):
+        if mode.startswith("hub"):
             sql = "SELECT count(*) FROM django_tasks_hub_task WHERE status = 'done'"
         else:
             sql = "SELECT count(*) FROM django_celery_results_taskresult WHERE status = 'SUCCESS'"
