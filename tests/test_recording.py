@@ -24,6 +24,7 @@ from django.db import connection, transaction
 from django.test import override_settings
 from django.utils import timezone
 
+from django_tasks_hub import flush
 from django_tasks_hub.models import Task, TaskRun
 from django_tasks_hub.plugins import celery as receivers
 from testproject import tasks
@@ -200,8 +201,21 @@ def test_values_json_cannot_hold_as_they_are_are_still_recorded(worker: Any) -> 
 @pytest.mark.usefixtures("write_mode")
 def test_the_same_message_published_twice_is_one_task(worker: Any) -> None:
     task_id = str(uuid.uuid4())
-    tasks.add.apply_async((3, 4), task_id=task_id)
-    tasks.add.apply_async((3, 4), task_id=task_id)
+    ran: list[str] = []
+
+    def on_postrun(task_id: str | None = None, **_: Any) -> None:
+        ran.append(str(task_id))
+
+    # Both copies run; the second one's events may come after the first one's row is done,
+    # and must not be written while the next test's teardown empties the tables.
+    signals.task_postrun.connect(on_postrun, weak=False)
+    try:
+        tasks.add.apply_async((3, 4), task_id=task_id)
+        tasks.add.apply_async((3, 4), task_id=task_id)
+        wait_for(lambda: ran.count(task_id) == 2, what="the worker to run both copies")
+    finally:
+        signals.task_postrun.disconnect(on_postrun)
+    flush()
     task = wait_status(task_id, "done")
     assert Task.objects.filter(broker_id=task_id).count() == 1 and task.result == 7
     # Usually one run. Redis may hand the second copy out flagged as redelivered while the
