@@ -1,8 +1,9 @@
 """Bench-only settings: the test project plus django-celery-results, tuned like production.
 
 ``BENCH_MODE`` picks what records the tasks: ``bare`` (nothing), ``dcr`` (django-celery-results
-as the result backend), ``hub`` (django-tasks-hub with its defaults: write-behind) or
-``hubsync`` (django-tasks-hub writing each event in its signal, ``WRITE_BEHIND: False``).
+as the result backend), ``hub`` (django-tasks-hub with ``WRITE_BEHIND: True``, the opt-in)
+or ``hubsync`` (django-tasks-hub writing each event in its signal, ``WRITE_BEHIND: False``,
+the default).
 Every mode installs the same apps and runs the same worker settings; only the recording
 differs.
 """
