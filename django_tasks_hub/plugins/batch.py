@@ -255,7 +255,9 @@ class BatchWriter:
             f" {qn('created_by_id')} = COALESCE({qn('created_by_id')}, %s)",
             f"WHERE {qn('broker_id')} = %s AND {qn('id')} = %s",
         )
-        task_params = ("args", "kwargs", "options", "created_at", "created_at", "created_by")
+        # The SET's parameters, then the WHERE's.
+        task_params = ("args", "kwargs", "options", "created_at", "created_at", "created_by",
+                       "broker_id", "id")  # fmt: skip
         queued = qn("queued_at")
         run_sql = (
             f"UPDATE {qn(self.runs._meta.db_table)} SET"
@@ -264,9 +266,7 @@ class BatchWriter:
             f"WHERE {qn('broker_id')} = %s AND {qn('retries')} = 0 AND {qn('delivery')} = 0",
         )
         run_params = ("queued_at", "queued_at", "triggered_by", "broker_id")
-        self._execute(
-            self.tasks, task_sql, (*task_params, "broker_id", "id"), [(r[-2], r) for r in task_rows]
-        )
+        self._execute(self.tasks, task_sql, task_params, [(r[-2], r) for r in task_rows])
         self._execute(self.runs, run_sql, run_params, [(r[-1], r) for r in run_rows])
 
     def _insert(
