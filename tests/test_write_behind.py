@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -74,6 +74,41 @@ def test_a_batch_of_lifecycles_is_a_few_statements(db: Any, settings: Any) -> No
     assert Task.objects.filter(status="done", result=3, worker="w@h").count() == 100
     runs = TaskRun.objects.filter(status="done", attempt=1, trigger="initial")
     assert runs.exclude(started_at=None).exclude(finished_at=None).count() == 100
+
+
+@pytest.mark.postgres
+def test_a_batch_finds_its_runs_by_their_key_not_by_their_status(db: Any, settings: Any) -> None:
+    """The run UPDATE must not read the status index: every move leaves an entry behind in it
+    until a vacuum, so a status few live rows have can have thousands of entries, each a heap
+    page to visit. With most runs ended, the statistics make that index look like the
+    cheapest way to a pending run, unless the status test is kept out of its reach."""
+    from django_tasks_hub.plugins.batch import _unprepared_cursor_class
+
+    settings.TASKS_HUB = {"WRITE_BEHIND": True}
+    plugin = TaskDbPlugin()
+    plugin.write_batch(batch_items(plugin, lifecycle_events(500)))
+    events = lifecycle_events(12)
+    plugin.write_batch(batch_items(plugin, events[:12]))
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {TaskRun._meta.db_table}")
+    statements: list[tuple[str, Any]] = []
+
+    def keep(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        statements.append((sql, params))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(keep):
+        plugin.write_batch(batch_items(plugin, events[12:]))
+    assert TaskRun.objects.filter(status="done").count() == 512
+    run_update = [s for s in statements if s[0].startswith(f'UPDATE "{TaskRun._meta.db_table}"')]
+    assert len(run_update) == 1, [s[0][:60] for s in statements]
+    sql, params = run_update[0]
+    with transaction.atomic():
+        raw = _unprepared_cursor_class()(connection.connection)
+        raw.execute(f"EXPLAIN {sql}", params)
+        plan = "\n".join(row[0] for row in raw.fetchall())
+    assert "th_run_status_idx" not in plan, plan
+    assert "th_run_attempt_uniq" in plan, plan
 
 
 def test_publishes_written_after_their_tasks_ran_fill_in_set_based(db: Any, settings: Any) -> None:

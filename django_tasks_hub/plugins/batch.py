@@ -501,8 +501,12 @@ class BatchWriter:
         statuses = self._literals(RUN_ALLOWED_FROM[where] - {TaskStatus.LOST})
         return (
             f"UPDATE {table} SET {self._set(self.runs, columns)}",
+            # The status test inside a CASE, where no index can take it: PostgreSQL would read
+            # the status index for a status few live rows have, but whose index entries pile
+            # up (no update here is HOT, so every move leaves one behind until a vacuum), and
+            # visit every heap page they point to. The attempt's unique key finds the rows.
             f"WHERE {table}.{qn('broker_id')} = %s AND {table}.{qn('retries')} = %s"
-            f" AND {table}.{qn('status')} IN ({statuses})"
+            f" AND CASE WHEN {table}.{qn('status')} IN ({statuses}) THEN TRUE ELSE FALSE END"
             f" AND {table}.{qn('delivery')} = (SELECT MAX(r.{qn('delivery')}) FROM {table} r"
             f" WHERE r.{qn('broker_id')} = {table}.{qn('broker_id')}"
             f" AND r.{qn('retries')} = {table}.{qn('retries')})",
