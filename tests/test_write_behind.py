@@ -111,6 +111,40 @@ def test_a_batch_finds_its_runs_by_their_key_not_by_their_status(db: Any, settin
     assert "th_run_attempt_uniq" in plan, plan
 
 
+@pytest.mark.postgres
+def test_values_every_row_of_a_batch_shares_are_bound_once(db: Any, settings: Any) -> None:
+    settings.TASKS_HUB = {"WRITE_BEHIND": True}
+    plugin = TaskDbPlugin()
+    events = lifecycle_events(20)
+    # One task of another name, run on another worker: those columns vary, the rest do not.
+    events[0] = replace(events[0], name="tests.other")
+    events[21] = replace(events[21], name="tests.other", worker="other@h")
+    events[20] = replace(events[20], name="tests.other", worker="other@h")
+    statements: list[tuple[str, Any]] = []
+
+    def keep(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        statements.append((sql, params))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(keep):
+        plugin.write_batch(batch_items(plugin, events))
+    statements = [(sql, params) for sql, params in statements if params]  # Not savepoints.
+    assert len(statements) == 4, [sql[:60] for sql, _ in statements]
+    for sql, params in statements:
+        arrays = [p for p in params if isinstance(p, list)]
+        # The status, the retry count, the empty error... once each; ids and times as arrays.
+        assert 2 <= len(arrays) < len(params) - 3, sql
+        assert all(len(a) == 20 for a in arrays), sql
+    by_id = {e.broker_id: e for e in events[:20]}
+    for task in Task.objects.all():
+        assert (task.name, task.status, task.result) == (by_id[task.broker_id].name, "done", 3)
+        expected = "other@h" if task.broker_id == events[0].broker_id else "w@h"
+        assert task.worker == expected
+        run = task.runs.get()
+        assert (run.name, run.worker, run.status, run.attempt) == (task.name, expected, "done", 1)
+    assert Task.objects.count() == 20
+
+
 def test_publishes_written_after_their_tasks_ran_fill_in_set_based(db: Any, settings: Any) -> None:
     """A publisher whose batches lag behind the worker (the worker's events created the rows)
     still writes a batch in a few statements, not event by event."""

@@ -303,11 +303,28 @@ class BatchWriter:
     ) -> Iterator[tuple[str, list[Any]]]:
         head = f"INSERT INTO {self.connection.ops.quote_name(model._meta.db_table)} ({columns})"
         if self.unnest:
-            # One statement of one array per column: its text and its parsing are the same
-            # for every batch, whatever its size.
-            arrays = ", ".join(f"%b::{self._cast(field)}[]" for field in fields)
+            # One statement of one array per column: its text, and its parsing, do not grow
+            # with the batch. A column whose value every row shares is bound once instead.
             columns_of_rows = [list(column) for column in zip(*params, strict=True)]
-            yield f"{head} SELECT * FROM unnest({arrays}){tail}", columns_of_rows
+            select: list[str] = []
+            arrays: list[str] = []
+            values: tuple[list[Any], list[Any]] = ([], [])  # The SELECT's, the FROM's.
+            for field, column, once in zip(
+                fields, columns_of_rows, self._shared(columns_of_rows), strict=True
+            ):
+                if once:
+                    select.append(f"%b::{self._cast(field)}")
+                    values[0].append(column[0])
+                else:
+                    select.append(f"v.p{len(arrays)}")
+                    arrays.append(f"%b::{self._cast(field)}[]")
+                    values[1].append(column)
+            aliases = ", ".join(f"p{i}" for i in range(len(arrays)))
+            yield (
+                f"{head} SELECT {', '.join(select)} FROM unnest({', '.join(arrays)})"
+                f" AS v({aliases}){tail}",
+                [*values[0], *values[1]],
+            )
             return
         # Several rows per statement, so the database parses and plans once per chunk, but
         # statements short enough for the driver to cache their parsing.
@@ -411,20 +428,35 @@ class BatchWriter:
         (``params`` names the field each is a value of); each row must move exactly one row.
 
         On PostgreSQL, one statement for all the rows: they are joined as arrays (``UPDATE
-        ... FROM unnest(...)``), so the statement's text, and its parsing on both sides, are
-        the same whatever the number of rows. Elsewhere, one statement per row (executemany).
+        ... FROM unnest(...)``), so the statement's text, and its parsing on both sides, do not
+        grow with the number of rows; a value every row shares is bound once, not as an array.
+        Elsewhere, one statement per row (executemany).
         """
         head, tail = sql
         rows = sorted(rows, key=lambda r: r[0])
         with self._cursor() as cursor:
             if self.unnest:
-                refs = iter(range(len(params)))
-                head, tail = (re.sub("%s", lambda _: f"v.p{next(refs)}", part) for part in sql)
-                arrays = ", ".join(
-                    f"%b::{self._cast(model._meta.get_field(name))}[]" for name in params
-                )
-                names = ", ".join(f"p{i}" for i in range(len(params)))
                 columns = [list(c) for c in zip(*(values for _, values in rows), strict=True)]
+                fields = [model._meta.get_field(name) for name in params]
+                # A value every row shares is bound once, in place; the others are columns of
+                # the arrays. Bound in the order the statement names them: SET, FROM, WHERE.
+                shared = self._shared(columns)
+                refs = iter(range(len(params)))
+                aliases = iter(range(len(params)))
+                bound: tuple[list[Any], list[Any]] = ([], [])
+
+                def ref(part: int) -> str:
+                    i = next(refs)
+                    if shared[i]:
+                        bound[part].append(columns[i][0])
+                        return f"%b::{self._cast(fields[i])}"
+                    return f"v.p{next(aliases)}"
+
+                head = re.sub("%s", lambda _: ref(0), head)
+                tail = re.sub("%s", lambda _: ref(1), tail)
+                varying = [i for i, s in enumerate(shared) if not s]
+                arrays = ", ".join(f"%b::{self._cast(fields[i])}[]" for i in varying)
+                names = ", ".join(f"p{n}" for n in range(len(varying)))
                 # The rows by their broker ids too, as an array the index takes: joined to the
                 # arrays alone, a table whose statistics are behind (a new one, one filling
                 # fast) is read whole, for a plan made for a few hundred rows.
@@ -433,7 +465,12 @@ class BatchWriter:
                 keys = f"{qn(model._meta.db_table)}.{qn(key.column)} = ANY(%b::{self._cast(key)}[])"
                 cursor.execute(
                     f"{head} FROM unnest({arrays}) AS v({names}) {tail} AND {keys}",
-                    [*columns, columns[params.index("broker_id")]],
+                    [
+                        *bound[0],
+                        *(columns[i] for i in varying),
+                        *bound[1],
+                        columns[params.index("broker_id")],
+                    ],
                 )
             else:
                 cursor.executemany(f"{head} {tail}", [values for _, values in rows])
@@ -441,6 +478,21 @@ class BatchWriter:
             # delivery of one attempt), so the total says whether every event moved its row.
             if cursor.rowcount != len(rows):
                 raise _Mismatch
+
+    @staticmethod
+    def _shared(columns: list[list[Any]]) -> list[bool]:
+        """For each column of a batch's values, whether every row has the same value (of the
+        same type: a value the driver adapts, such as JSON, never compares equal)."""
+        if len(columns[0]) < 2:
+            return [False] * len(columns)  # One row: arrays of one, the usual statement.
+        shared = [
+            all(v is first or (type(v) is type(first) and v == first) for v in column)
+            for column in columns
+            for first in (column[0],)
+        ]
+        if all(shared):
+            shared[0] = False  # unnest() needs an array, and identical rows are still rows.
+        return shared
 
     def _cursor(self) -> Any:
         """A cursor for the batch's statements; on PostgreSQL one that binds on the server.
