@@ -135,6 +135,8 @@ def test_values_every_row_of_a_batch_shares_are_bound_once(db: Any, settings: An
         # The status, the retry count, the empty error... once each; ids and times as arrays.
         assert 2 <= len(arrays) < len(params) - 3, sql
         assert all(len(a) == 20 for a in arrays), sql
+    # JSON too, as its text: the empty kwargs of every publish, once.
+    assert "{}" in [p for p in statements[0][1] if not isinstance(p, list)]
     by_id = {e.broker_id: e for e in events[:20]}
     for task in Task.objects.all():
         assert (task.name, task.status, task.result) == (by_id[task.broker_id].name, "done", 3)

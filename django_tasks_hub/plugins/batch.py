@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import json
 import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -347,6 +348,12 @@ class BatchWriter:
         connection = self.connection
         save = field.get_db_prep_save
         if isinstance(field, JSONField):
+            if self.unnest:
+                # JSON text, cast to jsonb by the statement: what Django's adapter would have
+                # the driver encode, encoded here once, and comparable, so that a value every
+                # row shares (empty kwargs, no tags) is bound once.
+                dumps = functools.partial(json.dumps, cls=field.encoder)
+                return lambda value: None if value is None else dumps(value)
             return lambda value: save(value, connection)
         plain: tuple[type, ...] = (str, int, float)
         if connection.vendor == "postgresql":
