@@ -144,6 +144,8 @@ class TaskRunQuerySet(models.QuerySet):
 # constraint, which on PostgreSQL spares it the second, ``varchar_pattern_ops`` index that
 # ``unique=True`` adds for LIKE queries none of the hub makes. AbstractTask keeps plain
 # indexes, which need no names, so a project's subclass gets working indexes without any.
+# ``stale()`` and ``running_on()`` have no index of their own either: the status indexes lead
+# to the few active tasks and open runs, which is all those queries read.
 
 
 def _broker_id_field(*, unique: bool) -> models.CharField:
@@ -274,11 +276,6 @@ class Task(AbstractTask):
             models.Index(fields=["-created_at"], name="th_task_created_idx"),
             models.Index(fields=["status", "-created_at"], name="th_task_status_created_idx"),
             models.Index(fields=["name", "-created_at"], name="th_task_name_created_idx"),
-            models.Index(
-                fields=["updated_at"],
-                name="th_task_active_idx",
-                condition=Q(status__in=sorted(ACTIVE_STATUSES)),
-            ),
         ]
 
     if TYPE_CHECKING:
@@ -346,11 +343,6 @@ class TaskRun(models.Model):
             models.Index(fields=["status", "-id"], name="th_run_status_idx"),
             models.Index(fields=["name", "-id"], name="th_run_name_idx"),
             models.Index(fields=["queued_at"], name="th_run_queued_idx"),
-            models.Index(
-                fields=["worker"],
-                name="th_run_open_worker_idx",
-                condition=Q(status__in=sorted(RUN_OPEN_STATUSES)),
-            ),
         ]
 
     def __str__(self) -> str:
