@@ -6,6 +6,8 @@ import json
 import logging
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -54,6 +56,19 @@ def batch_items(plugin: TaskDbPlugin, events: list[TaskEvent]) -> list[Any]:
     return kept
 
 
+@contextmanager
+def statements_sent() -> Iterator[list[tuple[str, Any]]]:
+    """The statements sent in the block, with their parameters, as the driver gets them."""
+    sent: list[tuple[str, Any]] = []
+
+    def keep(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        sent.append((sql, params))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(keep):
+        yield sent
+
+
 def test_a_batch_of_lifecycles_is_a_few_statements(db: Any, settings: Any) -> None:
     settings.TASKS_HUB = {"WRITE_BEHIND": True}
     plugin = TaskDbPlugin()
@@ -91,13 +106,7 @@ def test_a_batch_finds_its_runs_by_their_key_not_by_their_status(db: Any, settin
     plugin.write_batch(batch_items(plugin, events[:12]))
     with connection.cursor() as cursor:
         cursor.execute(f"ANALYZE {TaskRun._meta.db_table}")
-    statements: list[tuple[str, Any]] = []
-
-    def keep(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        statements.append((sql, params))
-        return execute(sql, params, many, context)
-
-    with connection.execute_wrapper(keep):
+    with statements_sent() as statements:
         plugin.write_batch(batch_items(plugin, events[12:]))
     assert TaskRun.objects.filter(status="done").count() == 512
     run_update = [s for s in statements if s[0].startswith(f'UPDATE "{TaskRun._meta.db_table}"')]
@@ -120,15 +129,9 @@ def test_values_every_row_of_a_batch_shares_are_bound_once(db: Any, settings: An
     events[0] = replace(events[0], name="tests.other")
     events[21] = replace(events[21], name="tests.other", worker="other@h")
     events[20] = replace(events[20], name="tests.other", worker="other@h")
-    statements: list[tuple[str, Any]] = []
-
-    def keep(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        statements.append((sql, params))
-        return execute(sql, params, many, context)
-
-    with connection.execute_wrapper(keep):
+    with statements_sent() as sent:
         plugin.write_batch(batch_items(plugin, events))
-    statements = [(sql, params) for sql, params in statements if params]  # Not savepoints.
+    statements = [(sql, params) for sql, params in sent if params]  # Not savepoints.
     assert len(statements) == 4, [sql[:60] for sql, _ in statements]
     for sql, params in statements:
         arrays = [p for p in params if isinstance(p, list)]
