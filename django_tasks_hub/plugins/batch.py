@@ -488,8 +488,8 @@ class BatchWriter:
 
     @staticmethod
     def _shared(columns: list[list[Any]]) -> list[bool]:
-        """For each column of a batch's values, whether every row has the same value (of the
-        same type: a value the driver adapts, such as JSON, never compares equal)."""
+        """For each column of a batch's values, whether every row has the same value, of the
+        same type (``1`` and ``True``, equal in Python, are not the same value to bind)."""
         if len(columns[0]) < 2:
             return [False] * len(columns)  # One row: arrays of one, the usual statement.
         shared = [
