@@ -305,26 +305,12 @@ class BatchWriter:
         head = f"INSERT INTO {self.connection.ops.quote_name(model._meta.db_table)} ({columns})"
         if self.unnest:
             # One statement of one array per column: its text, and its parsing, do not grow
-            # with the batch. A column whose value every row shares is bound once instead.
+            # with the batch.
             columns_of_rows = [list(column) for column in zip(*params, strict=True)]
-            select: list[str] = []
-            arrays: list[str] = []
-            values: tuple[list[Any], list[Any]] = ([], [])  # The SELECT's, the FROM's.
-            for field, column, once in zip(
-                fields, columns_of_rows, self._shared(columns_of_rows), strict=True
-            ):
-                if once:
-                    select.append(f"%b::{self._cast(field)}")
-                    values[0].append(column[0])
-                else:
-                    select.append(f"v.p{len(arrays)}")
-                    arrays.append(f"%b::{self._cast(field)}[]")
-                    values[1].append(column)
-            aliases = ", ".join(f"p{i}" for i in range(len(arrays)))
+            refs, once, source, arrays = self._unnest(fields, columns_of_rows)
             yield (
-                f"{head} SELECT {', '.join(select)} FROM unnest({', '.join(arrays)})"
-                f" AS v({aliases}){tail}",
-                [*values[0], *values[1]],
+                f"{head} SELECT {', '.join(refs)} FROM {source}{tail}",
+                [*once.values(), *arrays],  # The SELECT's values come before the FROM's.
             )
             return
         # Several rows per statement, so the database parses and plans once per chunk, but
@@ -445,25 +431,11 @@ class BatchWriter:
             if self.unnest:
                 columns = [list(c) for c in zip(*(values for _, values in rows), strict=True)]
                 fields = [model._meta.get_field(name) for name in params]
-                # A value every row shares is bound once, in place; the others are columns of
-                # the arrays. Bound in the order the statement names them: SET, FROM, WHERE.
-                shared = self._shared(columns)
-                refs = iter(range(len(params)))
-                aliases = iter(range(len(params)))
-                bound: tuple[list[Any], list[Any]] = ([], [])
-
-                def ref(part: int) -> str:
-                    i = next(refs)
-                    if shared[i]:
-                        bound[part].append(columns[i][0])
-                        return f"%b::{self._cast(fields[i])}"
-                    return f"v.p{next(aliases)}"
-
-                head = re.sub("%s", lambda _: ref(0), head)
-                tail = re.sub("%s", lambda _: ref(1), tail)
-                varying = [i for i, s in enumerate(shared) if not s]
-                arrays = ", ".join(f"%b::{self._cast(fields[i])}[]" for i in varying)
-                names = ", ".join(f"p{n}" for n in range(len(varying)))
+                refs, once, source, arrays = self._unnest(fields, columns)
+                # The parameters in the order the statement names them: SET, FROM, WHERE.
+                in_head = head.count("%s")
+                it = iter(refs)
+                head, tail = (re.sub("%s", lambda _: next(it), part) for part in (head, tail))
                 # The rows by their broker ids too, as an array the index takes: joined to the
                 # arrays alone, a table whose statistics are behind (a new one, one filling
                 # fast) is read whole, for a plan made for a few hundred rows.
@@ -471,11 +443,11 @@ class BatchWriter:
                 key = model._meta.get_field("broker_id")
                 keys = f"{qn(model._meta.db_table)}.{qn(key.column)} = ANY(%b::{self._cast(key)}[])"
                 cursor.execute(
-                    f"{head} FROM unnest({arrays}) AS v({names}) {tail} AND {keys}",
+                    f"{head} FROM {source} {tail} AND {keys}",
                     [
-                        *bound[0],
-                        *(columns[i] for i in varying),
-                        *bound[1],
+                        *(v for i, v in once.items() if i < in_head),
+                        *arrays,
+                        *(v for i, v in once.items() if i >= in_head),
                         columns[params.index("broker_id")],
                     ],
                 )
@@ -486,20 +458,40 @@ class BatchWriter:
             if cursor.rowcount != len(rows):
                 raise _Mismatch
 
-    @staticmethod
-    def _shared(columns: list[list[Any]]) -> list[bool]:
-        """For each column of a batch's values, whether every row has the same value, of the
-        same type (``1`` and ``True``, equal in Python, are not the same value to bind)."""
-        if len(columns[0]) < 2:
-            return [False] * len(columns)  # One row: arrays of one, the usual statement.
+    def _unnest(
+        self, fields: Sequence[Any], columns: list[list[Any]]
+    ) -> tuple[list[str], dict[int, Any], str, list[list[Any]]]:
+        """How a statement names a batch's ``columns`` (one list of values per field).
+
+        Returns each column's reference (in ``fields``' order), the values bound once by
+        column index, the ``unnest(...) AS v(...)`` source and its arrays. A column whose
+        value every row shares, of the same type (``1`` and ``True``, equal in Python, are
+        not the same value to bind), is bound once as ``%b::type``; the others are columns
+        ``v.pN`` of the arrays. A batch of one row keeps arrays of one: the usual statement.
+        """
         shared = [
-            all(v is first or (type(v) is type(first) and v == first) for v in column)
+            len(column) > 1
+            and all(
+                v is column[0] or (type(v) is type(column[0]) and v == column[0]) for v in column
+            )
             for column in columns
-            for first in (column[0],)
         ]
         if all(shared):
             shared[0] = False  # unnest() needs an array, and identical rows are still rows.
-        return shared
+        refs: list[str] = []
+        once: dict[int, Any] = {}
+        casts: list[str] = []
+        arrays: list[list[Any]] = []
+        for i, (field, column) in enumerate(zip(fields, columns, strict=True)):
+            if shared[i]:
+                refs.append(f"%b::{self._cast(field)}")
+                once[i] = column[0]
+            else:
+                refs.append(f"v.p{len(arrays)}")
+                casts.append(f"%b::{self._cast(field)}[]")
+                arrays.append(column)
+        aliases = ", ".join(f"p{n}" for n in range(len(arrays)))
+        return refs, once, f"unnest({', '.join(casts)}) AS v({aliases})", arrays
 
     def _cursor(self) -> Any:
         """A cursor for the batch's statements; on PostgreSQL one that binds on the server.
