@@ -17,7 +17,7 @@ app.conf.imports = ("bench.tasks",)
 
 if settings.BENCH_MODE not in ("hub", "hubsync"):
     # Off means off: no receiver runs, not even one that finds no plugin.
-    from django_tasks_hub.plugins.celery import disconnect
+    from django_tasks_hub.receivers import disconnect
 
     disconnect()
 

@@ -31,12 +31,18 @@ def base_env(mode: str, db_url: str, broker_url: str, **extra: str) -> dict[str,
     """The environment of a bench process (publisher, worker, migrate) in ``mode``.
 
     ``hub@0.1`` is the ``hub`` mode with ``FLUSH_INTERVAL`` 0.1, to compare intervals in one
-    run.
+    run; ``hub+nocost`` the ``hub`` mode with ``MEASURE_COST`` off.
     """
     env = dict(os.environ)
+    mode, _, flag = mode.partition("+")
     mode, _, interval = mode.partition("@")
+    overrides: dict[str, Any] = {}
     if interval:
-        env["TASKS_HUB_JSON"] = json.dumps({"FLUSH_INTERVAL": float(interval)})
+        overrides["FLUSH_INTERVAL"] = float(interval)
+    if flag == "nocost":
+        overrides["MEASURE_COST"] = False  # ``hub+nocost``: the per-attempt cost not measured.
+    if overrides:
+        env["TASKS_HUB_JSON"] = json.dumps(overrides)
     env.update(
         DJANGO_SETTINGS_MODULE="bench.settings",
         BENCH_MODE=mode,

@@ -28,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import PYTHON, ROOT, machine
+from bench.journal_cost import journal_line
 
 GROUPS = ("publisher", "worker", "postgres", "redis")
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -152,6 +153,8 @@ def main() -> None:
         cells = "".join(f"{groups[g] * 1e6 / opts.tasks:>11.0f}" for g in GROUPS)
         total = sum(groups.values())
         print(f"{mode:<8}{cells}{total * 1e6 / opts.tasks:>11.0f}   {total / base:>5.2f}x")
+    if any(mode.startswith("hub") for mode in modes):
+        print(journal_line())
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """Bench-only settings: the test project plus django-celery-results, tuned like production.
 
 ``BENCH_MODE`` picks what records the tasks: ``bare`` (nothing), ``dcr`` (django-celery-results
-as the result backend), ``hub`` (django-tasks-hub with ``WRITE_BEHIND: True``, the opt-in)
-or ``hubsync`` (django-tasks-hub writing each event in its signal, ``WRITE_BEHIND: False``,
-the default).
+as the result backend), ``hub`` (django-tasks-hub with its defaults: write-behind with the
+journal) or ``hubsync`` (django-tasks-hub writing each event in its signal,
+``WRITE_BEHIND: False``).
 Every mode installs the same apps and runs the same worker settings; only the recording
 differs.
 """
@@ -47,9 +47,10 @@ if os.environ.get("BENCH_CONN_HEALTH_CHECKS") == "0":
 TASKS_HUB: dict = {"PLUGINS": []}
 if BENCH_MODE == "hub":
     # TASKS_HUB_JSON='{"FLUSH_INTERVAL": 0.2}' measures other settings (testproject reads it).
-    TASKS_HUB = {"WRITE_BEHIND": True, **json.loads(os.environ.get("TASKS_HUB_JSON") or "{}")}
+    # The package's defaults: write-behind with the journal.
+    TASKS_HUB = json.loads(os.environ.get("TASKS_HUB_JSON") or "{}")
 elif BENCH_MODE == "hubsync":
-    TASKS_HUB = {"WRITE_BEHIND": False}  # The package's default.
+    TASKS_HUB = {"WRITE_BEHIND": False}  # Each event written in its signal.
 if os.environ.get("BENCH_SERVER_SIDE_BINDING") == "1":
     # psycopg's server-side binding (Django's OPTIONS["server_side_binding"]), every mode.
     DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = True

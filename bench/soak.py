@@ -7,7 +7,9 @@ It starts ``--workers`` Celery workers, publishes the tasks, kills one worker (i
 process and its pool, as when a machine dies) once enough tasks have ended and it is running
 some, starts a new worker, waits for Redis to hand out again the messages the dead worker had
 not acknowledged, runs reconcile, and prints the counts. It fails (exit 1) unless every task
-is terminal, none is processing, and the number of runs equals the number of attempts.
+is terminal, none is processing, the number of runs equals the number of attempts, and every
+task that a ledger outside the hub (each task's end, appended by the workers) says ended is
+recorded with that outcome, after the dead worker's journal is replayed.
 
 Workers run with ``task_acks_late`` and ``task_reject_on_worker_lost`` (the settings
 docs/operations.md recommends), so the attempts the dead worker was running come back as
@@ -169,6 +171,21 @@ def counts() -> dict[str, int]:
     }
 
 
+def _check_ledger(path: Path, out: IO[str]) -> tuple[int, int]:
+    """How many tasks the ledger says ended, and how many of them the hub records wrongly
+    (a success not ``done``, a last failure not ``failed``)."""
+    from django_tasks_hub.models import Task
+    from testproject import ledger
+
+    want = {"SUCCESS": "done", "FAILURE": "failed"}
+    entries = {i: s for i, s in ledger.read(str(path)).items() if s in want}
+    got = dict(Task.objects.filter(broker_id__in=entries).values_list("broker_id", "status"))
+    wrong = [i for i, state in entries.items() if got.get(i) != want[state]]
+    for broker_id in wrong[:10]:
+        out.write(f"ledger: {broker_id} {entries[broker_id]}, hub: {got.get(broker_id)}\n")
+    return len(entries), len(wrong)
+
+
 def _wait(
     what: str,
     check: Any,
@@ -231,6 +248,7 @@ def run(
 
     from django_tasks_hub.models import Task
     from django_tasks_hub.reconcile import reconcile
+    from django_tasks_hub.recorder.journal import replay_dead_journals
     from django_tasks_hub.states import ACTIVE_STATUSES
     from testproject.celery import app
 
@@ -242,6 +260,10 @@ def run(
     queue = f"soak-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "DATABASE_URL": database_url, "CELERY_BROKER_URL": broker_url}
     env["TASKS_HUB_SOAK_ACKS_EARLY"] = "0" if acks_late else "1"
+    # The ledger outside the hub: each task end, appended by the workers after the hub's
+    # receivers had it (testproject/ledger.py).
+    ledger_path = log_dir / "ledger"
+    env["TASKS_HUB_TEST_LEDGER"] = str(ledger_path)
     env.pop("DJANGO_SETTINGS_MODULE", None)
     started: list[Worker] = []
 
@@ -312,12 +334,17 @@ def run(
         # A message lost for good (see --acks-early) would keep this waiting: stop when nothing
         # has moved for well over the time Redis takes to hand out the dead worker's messages.
         _wait("the live workers to finish", settled, timeout, out, stall=VISIBILITY_TIMEOUT * 4)
+        # The dead worker's journals (what reconcile will do first): the live workers replay
+        # them when they start recording; this catches any they had not got to.
+        replayed = replay_dead_journals()
+        out.write(f"replayed {replayed} journaled events of dead processes\n")
         result = reconcile(grace=0, timeout=2.0, app=app)
         out.write(
             f"reconcile marked {len(result.lost)} run(s) lost; workers gone: "
             f"{', '.join(result.workers_gone) or 'none'}\n"
         )
         final = _wait("every task to end", lambda c: c["not_terminal"] == 0, 60, out)
+        final["ledger_ended"], final["ledger_wrong"] = _check_ledger(ledger_path, out)
         final["seconds"] = round(time.monotonic() - t0)
     finally:
         for w in started:
@@ -330,6 +357,7 @@ def run(
         and final["not_terminal"] == 0
         and final["processing"] == 0
         and final["runs"] == final["attempts"]
+        and final["ledger_wrong"] == 0
     )
     out.write(("OK" if ok else "FAILED") + f": worker logs in {log_dir}\n")
     return final

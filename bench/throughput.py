@@ -44,6 +44,7 @@ from bench.common import (
     stats_delta,
     wait_ends,
 )
+from bench.journal_cost import journal_line
 
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/hub_bench"
 MODES = ("bare", "dcr", "hub")
@@ -224,7 +225,7 @@ def main() -> None:
     # The same ratio taken round by round (each mode against the baseline measured next to
     # it, seconds apart) and its median: steadier than the ratio of medians on a machine
     # whose speed drifts from minute to minute.
-    for base in ("bare", "dcr"):
+    for base in ("bare", "dcr", "hub+nocost"):
         if base not in runs or len(runs) < 2:
             continue
         print(f"\ncombined x {base}, round by round -> median:")
@@ -244,6 +245,8 @@ def main() -> None:
                 f"{mode:<7} {phase:<8} {d['commits']:>8.2f} {d['sessions']:>9.2f} "
                 f"{d['inserted']:>9.2f} {d['updated']:>8.2f}"
             )
+    if "hub" in modes:
+        print(f"\n{journal_line()}")
     latency = None
     if "hub" in modes and opts.latency_tasks:
         latency = run_latency(opts, extra_env)

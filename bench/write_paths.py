@@ -7,7 +7,7 @@ records the publish, start and success of K tasks through:
 
 * ``in-signal``: ``TaskDbPlugin``'s per-event writes (``WRITE_BEHIND: False``, and the
   write-behind path's fallback);
-* ``batched``: ``TaskDbPlugin.write_batch`` as the write-behind thread calls it, a batch of
+* ``batched``: ``Recorder.write_batch`` as the write-behind thread calls it, a batch of
   ``--batch`` tasks' publishes, then a batch of their starts and ends;
 * ``dcr``: django-celery-results' ``store_result`` for the success (its only write);
 
@@ -38,7 +38,7 @@ DEFAULT_WRITES_DB = "postgres://postgres@127.0.0.1:5432/hub_bench_writes"
 def events(broker_id: str) -> tuple[Any, Any, Any]:
     from django.utils import timezone
 
-    from django_tasks_hub.plugins.base import TaskEvent
+    from django_tasks_hub.events import TaskEvent
 
     now = timezone.now()
     common = {"broker_id": broker_id, "name": "bench.noop", "retries": 0}
@@ -86,17 +86,16 @@ def measure(rounds: int, batch: int, per: Clock) -> None:
 
         def one_by_one(step: int, lives: list[Any] = lives) -> None:
             for life in lives:
-                event = life[step]
-                (plugin.record_queued if step == 0 else plugin.record_transition)(event)
+                plugin.recorder.record(life[step])
 
         timed(per, "in-signal", "publish", batch, lambda f=one_by_one: f(0))
         timed(per, "in-signal", "run", batch, lambda f=one_by_one: (f(1), f(2)))
 
         lives = [events(str(uuid.uuid4())) for _ in range(batch)]
-        queued = [(plugin.record_queued, q) for q, _, _ in lives]
-        ran = [(plugin.record_transition, e) for _, s, d in lives for e in (s, d)]
-        timed(per, "batched", "publish", batch, lambda q=queued: plugin.write_batch(q))
-        timed(per, "batched", "run", batch, lambda r=ran: plugin.write_batch(r))
+        queued = [q for q, _, _ in lives]
+        ran = [e for _, s, d in lives for e in (s, d)]
+        timed(per, "batched", "publish", batch, lambda q=queued: plugin.recorder.write_batch(q))
+        timed(per, "batched", "run", batch, lambda r=ran: plugin.recorder.write_batch(r))
 
         ids = [str(uuid.uuid4()) for _ in range(batch)]
         timed(

@@ -16,10 +16,11 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from django_tasks_hub.buffer import flush
     from django_tasks_hub.history import HistoryPage, HistoryQuery
-    from django_tasks_hub.plugins.base import TaskHubPlugin, get_db_plugin
+    from django_tasks_hub.plugins.base import TaskHubPlugin
+    from django_tasks_hub.plugins.db import get_db_plugin
     from django_tasks_hub.progress import set_progress
+    from django_tasks_hub.recorder.buffer import flush
 
 
 def __getattr__(name: str) -> Any:
@@ -29,12 +30,16 @@ def __getattr__(name: str) -> Any:
         from django_tasks_hub import history
 
         return getattr(history, name)
-    if name in ("TaskHubPlugin", "get_db_plugin"):
-        from django_tasks_hub.plugins import base
+    if name == "TaskHubPlugin":
+        from django_tasks_hub.plugins.base import TaskHubPlugin
 
-        return getattr(base, name)
+        return TaskHubPlugin
+    if name == "get_db_plugin":
+        from django_tasks_hub.plugins.db import get_db_plugin
+
+        return get_db_plugin
     if name == "flush":
-        from django_tasks_hub.buffer import flush
+        from django_tasks_hub.recorder.buffer import flush
 
         return flush
     if name == "set_progress":

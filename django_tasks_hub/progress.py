@@ -6,7 +6,8 @@ from typing import Any
 
 from django.utils import timezone
 
-from django_tasks_hub.plugins.base import TaskEvent, registry
+from django_tasks_hub.events import TaskEvent
+from django_tasks_hub.plugins.base import registry
 
 
 def set_progress(

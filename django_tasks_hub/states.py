@@ -19,6 +19,22 @@ class TaskStatus(models.TextChoices):
     LOST = "lost", _("Lost")
 
 
+class ScheduleOrigin(models.TextChoices):
+    """Why a run of a periodic task was sent: by its scheduler at a fire time, or by hand."""
+
+    NONE = "", _("Not periodic")
+    BEAT = "beat", _("Beat")
+    RUN_NOW = "run_now", _("Run now")
+
+
+class FireOutcome(models.TextChoices):
+    """What became of one fire time of a schedule."""
+
+    ON_TIME = "on_time", _("On time")
+    LATE = "late", _("Late")
+    MISSED = "missed", _("Missed")
+
+
 class RunTrigger(models.TextChoices):
     """Why a run exists."""
 

@@ -1,4 +1,5 @@
-"""A plugin that posts every failed or lost task to a webhook (docs/plugins.md)."""
+"""A plugin that posts every failed or lost task, and every missed periodic run, to a webhook
+(docs/plugins.md, docs/periodic.md)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.serializers.json import DjangoJSONEncoder
 
-from django_tasks_hub.plugins.base import TaskEvent, TaskHubPlugin
+from django_tasks_hub.plugins.base import MissedFire, TaskEvent, TaskHubPlugin
 
 logger = logging.getLogger(__name__)
 
 
 class FailureWebhookPlugin(TaskHubPlugin):
-    """POSTs a JSON message to ``settings.TASKS_HUB_FAILURE_WEBHOOK_URL`` when a task fails.
+    """POSTs a JSON message to ``settings.TASKS_HUB_FAILURE_WEBHOOK_URL`` when a task fails,
+    and when a periodic schedule misses a fire time (``on_missed``).
 
     The message has a ``text`` line (what chat webhooks display) and the details as fields.
     """
@@ -40,6 +42,25 @@ class FailureWebhookPlugin(TaskHubPlugin):
     def on_lost(self, event: TaskEvent) -> None:
         self.notify(event)
 
+    def on_missed(self, missed: MissedFire) -> None:
+        self.send(self.missed_payload(missed))
+
+    def missed_payload(self, missed: MissedFire) -> dict[str, Any]:
+        """The JSON body of a missed fire time: override this to match your webhook."""
+        return {
+            "text": (
+                f"Schedule {missed.schedule} ({missed.task}) did not run at "
+                f"{missed.fire_at:%Y-%m-%d %H:%M:%S %Z}: nothing was sent within "
+                f"{missed.grace:g} s. Is celery beat running?"
+            ),
+            "schedule": missed.schedule,
+            "task": missed.task,
+            "status": "missed",
+            "fire_at": missed.fire_at,
+            "grace": missed.grace,
+            "at": missed.detected_at,
+        }
+
     def payload(self, event: TaskEvent) -> dict[str, Any]:
         """The JSON body: override this to match what your webhook expects."""
         return {
@@ -55,7 +76,10 @@ class FailureWebhookPlugin(TaskHubPlugin):
         }
 
     def notify(self, event: TaskEvent) -> None:
-        body = json.dumps(self.payload(event), cls=DjangoJSONEncoder).encode()
+        self.send(self.payload(event))
+
+    def send(self, payload: dict[str, Any]) -> None:
+        body = json.dumps(payload, cls=DjangoJSONEncoder).encode()
         # Hooks run inside the worker: the request goes out on its own thread, so a slow or
         # dead webhook never holds up the task or the worker.
         threading.Thread(target=self.post, args=(body,), daemon=True).start()

@@ -9,3 +9,5 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "testproject.settings")
 app = Celery("testproject")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+from testproject import ledger  # noqa: E402,F401  (a ledger for the kill tests, when asked)

@@ -27,3 +27,18 @@ class ReportTask(Task):
     class Meta:
         verbose_name = _("report task")
         verbose_name_plural = _("report tasks")
+
+
+class Order(models.Model):
+    """A business object of the test project: the tasks that ran for it show on its admin page
+    (``RelatedTasksInline``), and ``shop.process_order`` links itself to it declaratively."""
+
+    number = models.CharField(_("number"), max_length=32, unique=True)
+    customer = models.CharField(_("customer"), max_length=100, blank=True, default="")
+
+    class Meta:
+        verbose_name = _("order")
+        verbose_name_plural = _("orders")
+
+    def __str__(self) -> str:
+        return self.number

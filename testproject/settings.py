@@ -33,11 +33,21 @@ INSTALLED_APPS = [
 ]
 try:
     import drf_spectacular  # noqa: F401
+    import drf_spectacular_sidecar  # noqa: F401
 
-    INSTALLED_APPS.append("drf_spectacular")
+    # The sidecar serves Swagger UI and Redoc from static files: no CDN, works offline.
+    INSTALLED_APPS += ["drf_spectacular", "drf_spectacular_sidecar"]
     HAS_SPECTACULAR = True
 except ImportError:
     HAS_SPECTACULAR = False
+try:
+    # The optional ``[beat]`` extra: its DatabaseScheduler and admin, when installed.
+    import django_celery_beat  # noqa: F401
+
+    INSTALLED_APPS.append("django_celery_beat")
+    HAS_CELERY_BEAT = True
+except ImportError:
+    HAS_CELERY_BEAT = False
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -87,6 +97,10 @@ def database_from_url(url: str) -> dict:
 
 
 def sqlite_database(path: Path) -> dict:
+    if os.environ.get("TASKS_HUB_SQLITE_DEFAULTS") == "1":
+        # What ``startproject`` writes (no WAL, deferred transactions, a 5 s busy timeout): the
+        # product must work on it (tests/test_sqlite_rounds.py).
+        return {"ENGINE": "django.db.backends.sqlite3", "NAME": str(path)}
     return {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": str(path),
@@ -141,10 +155,24 @@ if CELERY_BROKER_URL.startswith("filesystem"):
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
+if os.environ.get("TASKS_HUB_TEST_PICKLE") == "1":
+    # For the hostile-value tests (demo.take_unrepresentable); a worker run as root that
+    # accepts pickle also needs C_FORCE_ROOT.
+    CELERY_ACCEPT_CONTENT.append("pickle")
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = os.environ.get("CELERY_TASK_ALWAYS_EAGER") == "1"
+CELERY_TIMEZONE = os.environ.get("CELERY_TIMEZONE", "UTC")
+# TASKS_HUB_TEST_BEAT_EVERY=2: a beat schedule "every-2s" of demo.add (tests/test_periodic.py).
+CELERY_BEAT_SCHEDULE: dict[str, dict] = {}
+if os.environ.get("TASKS_HUB_TEST_BEAT_EVERY"):
+    CELERY_BEAT_SCHEDULE["every-2s"] = {
+        "task": "demo.add",
+        "schedule": float(os.environ["TASKS_HUB_TEST_BEAT_EVERY"]),
+        "args": (1, 2),
+        "options": {"queue": "tasks-hub-periodic"},
+    }
 
 # --- REST framework and tasks hub ----------------------------------------------------------
 REST_FRAMEWORK: dict[str, object] = {
@@ -161,6 +189,11 @@ if HAS_SPECTACULAR:
     SPECTACULAR_SETTINGS = {
         "TITLE": "django-tasks-hub test project",
         "VERSION": django_tasks_hub.__version__,
+        # drf-spectacular's defaults load these from a public CDN (and unpinned): the
+        # sidecar's pinned copies instead, the favicon included.
+        "SWAGGER_UI_DIST": "SIDECAR",
+        "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+        "REDOC_DIST": "SIDECAR",
     }
 
 # The package's defaults; TASKS_HUB_JSON='{"FLUSH_INTERVAL": 1}' overrides keys (tests, demos).

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from billiard.einfo import ExceptionInfo
 from billiard.exceptions import WorkerLostError
-from celery import signals
+from celery import Celery, signals
 from celery.app import trace
 from celery.contrib.testing.worker import start_worker
 from celery.exceptions import Retry
@@ -28,7 +28,7 @@ from kombu.serialization import prepare_accept_content
 from kombu.utils.json import dumps
 
 from django_tasks_hub import conf, flush
-from django_tasks_hub.background import background
+from django_tasks_hub.recorder.background import background
 from testproject.celery import app as celery_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_DEFAULTS = dict(conf.DEFAULTS)
 conf.DEFAULTS["WRITE_BEHIND"] = False  # The package's default too; kept explicit here.
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+#: The RabbitMQ of the run, for the tests that need it (``rabbitmq_url``).
+AMQP_URL = os.environ.get("TASKS_HUB_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
 
 def _reachable(host: str, port: int) -> bool:
@@ -50,6 +52,60 @@ def _reachable(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+@pytest.fixture(autouse=True)
+def no_dead_journal_from_an_earlier_test() -> Iterator[None]:
+    """A worker an earlier test killed leaves its journal behind, and this process replays the
+    dead journals it finds (as every recording process does) into whatever test runs then:
+    each test starts without them. Tests of the replay make their own dead journals."""
+    from django_tasks_hub.recorder import journal
+
+    directory = journal.journal_directory()
+    if directory.is_dir():
+        for path in list(directory.iterdir()):
+            for _ in journal._owned(path):  # Only a dead owner's file: its lock is free.
+                path.unlink(missing_ok=True)
+    yield
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_on_the_background_thread() -> Iterator[None]:
+    """The background thread is process-wide: a job a test queued and did not wait for (a
+    rollback's outcome, a revoke) would run during the next test, or fail there once the
+    database is closed to it. Each test waits for its own jobs at its end."""
+    from django_tasks_hub.recorder.background import background
+
+    yield
+    background.flush(timeout=30)
+
+
+@pytest.fixture(autouse=True)
+def rollups_match_the_rows(request: Any) -> None:
+    """The rollups start each test as the rows are: the flush that ends a transactional test
+    deletes the tasks after it emptied the rollups' journal, and the delete trigger journals
+    those deletes, which the next test would count as negative tasks."""
+    if not {"db", "transactional_db", "live_server"} & set(request.fixturenames):
+        return
+    request.getfixturevalue("transactional_db" if "transactional_db" in request.fixturenames
+                            else "db")  # fmt: skip
+    from django_tasks_hub.insight import rollups
+
+    rollups.rebuild()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> str:
+    """RabbitMQ's URL; without a RabbitMQ the test skips on a laptop and fails under CI=true."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(AMQP_URL)
+    if not _reachable(parts.hostname or "127.0.0.1", parts.port or 5672):
+        message = f"needs RabbitMQ at {AMQP_URL} (TASKS_HUB_TEST_AMQP_URL)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return AMQP_URL
 
 
 def pytest_report_header(config: Any) -> list[str]:
@@ -65,6 +121,25 @@ def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
         for item in items:
             if "postgres" in item.keywords:
                 item.add_marker(skip)
+
+
+STATUS_WRITERS_DIR = Path(settings.VAR_DIR) / "status-writers" / str(os.getpid())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def only_the_rule_writes_statuses(django_db_setup: Any) -> Iterator[None]:
+    """Every statement the suite sends that sets a task's or a run's status, in this process and
+    in the workers it starts, comes from ``transitions`` or the recorder's batch statements
+    (``testproject/status_writers.py``). Reported at the end of the run."""
+    from testproject import status_writers
+
+    STATUS_WRITERS_DIR.mkdir(parents=True, exist_ok=True)
+    status_writers.install()
+    yield
+    offenders = [f"{f}:{line} in {fn}: {sql[:200]}" for f, line, fn, sql in status_writers.found]
+    for log in STATUS_WRITERS_DIR.glob("*.log"):
+        offenders += log.read_text().splitlines()
+    assert not offenders, "status written outside transitions:\n" + "\n".join(offenders)
 
 
 @pytest.fixture(scope="session")
@@ -180,6 +255,7 @@ class SubprocessWorker:
             env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
         env["TASKS_HUB_BROKER_DIR"] = str(settings.BROKER_DIR)
         env["CELERY_BROKER_URL"] = settings.CELERY_BROKER_URL
+        env["TASKS_HUB_STATUS_WRITERS_LOG"] = str(STATUS_WRITERS_DIR / f"{self.log.stem}.log")
         env.update(self.extra_env)
         return env
 
@@ -366,3 +442,111 @@ class Lifecycle:
             expired=False,
         )
         background.flush()
+
+
+# -- workers and queues: a broker of each kind, a fresh queue, workers on it ------------------
+
+#: Redis DB of these tests when the run's own broker is not Redis.
+REDIS_URL = os.environ.get("TASKS_HUB_TEST_REDIS_URL", "redis://127.0.0.1:6379/7")
+
+BROKERS = ["redis", "rabbitmq", "folder"]
+
+
+def _redis_url() -> str:
+    url = settings.CELERY_BROKER_URL
+    url = url if url.startswith("redis") else REDIS_URL
+    if not _reachable("127.0.0.1", 6379):
+        if IN_CI:
+            pytest.fail(f"needs Redis at {url}")
+        pytest.skip(f"needs Redis at {url}")
+    return url
+
+
+def make_app(url: str) -> Celery:
+    """The test project's Celery configuration, on the broker at ``url``."""
+    app = Celery(f"tasks-hub-control-{uuid.uuid4().hex[:6]}", set_as_current=False)
+    app.config_from_object("django.conf:settings", namespace="CELERY")
+    if not url.startswith("filesystem"):
+        # The environment's CELERY_BROKER_URL would win over ``broker_url``: these win over it.
+        app.conf.broker_write_url = app.conf.broker_read_url = url
+        app.conf.broker_transport = None
+        app.conf.broker_transport_options = {}
+    else:
+        # The run's own broker may be another: the folder broker is set up as the test
+        # project sets it up, in the folder its workers get (``TASKS_HUB_BROKER_DIR``).
+        folders = {
+            key: Path(settings.BROKER_DIR) / sub
+            for key, sub in (
+                ("data_folder_in", "queue"),
+                ("data_folder_out", "queue"),
+                ("control_folder", "control"),
+                ("processed_folder", "processed"),
+            )
+        }
+        for folder in folders.values():
+            folder.mkdir(parents=True, exist_ok=True)
+        app.conf.broker_write_url = app.conf.broker_read_url = url
+        app.conf.broker_transport = "testproject.fstransport:Transport"
+        app.conf.broker_transport_options = {
+            **{key: str(folder) for key, folder in folders.items()},
+            "store_processed": False,
+            "polling_interval": 0.1,
+        }
+    app.conf.broker_connection_retry_on_startup = False
+    return app
+
+
+@pytest.fixture(params=BROKERS)
+def hub(request: Any, settings: Any, subprocess_worker: Any) -> Iterator[Any]:
+    """A broker of each kind, the hub pointed at it, a fresh queue, and a way to start workers
+    on that broker consuming it."""
+    from django_tasks_hub import control
+    from django_tasks_hub.models import QueuePause
+
+    kind = request.param
+    if kind == "redis":
+        url = _redis_url()
+    elif kind == "rabbitmq":
+        url = request.getfixturevalue("rabbitmq_url")
+    else:
+        url = "filesystem://"
+    app = make_app(url)
+    settings.TASKS_HUB = {**settings.TASKS_HUB, "CELERY_APP": app, "INSPECT_TIMEOUT": 1.0}
+    control.forget_consumed()
+    queue = f"th-control-{uuid.uuid4().hex[:8]}"
+
+    class Hub:
+        pass
+
+    h: Any = Hub()
+    h.kind, h.url, h.app, h.queue = kind, url, app, queue
+
+    def start(*args: str, queues: str | None = None, pool: str = "threads") -> Any:
+        name = f"th-{kind}-{uuid.uuid4().hex[:6]}@test"
+        w = subprocess_worker(
+            "-n", name, "-P", pool, "-Q", queues or queue, *args,
+            env={"CELERY_BROKER_URL": url},
+        )  # fmt: skip
+        w.hostname = name
+        return w
+
+    def send(n: int = 1, **kwargs: Any) -> list[str]:
+        ids = []
+        for _ in range(n):
+            result = app.send_task(
+                "demo.long", kwargs=kwargs or {"steps": 1, "delay": 0.01}, queue=queue
+            )
+            ids.append(result.id)
+        return ids
+
+    h.start, h.send = start, send
+    yield h
+    QueuePause.objects.all().delete()
+    control.forget_consumed()
+    try:
+        with app.connection_for_write() as conn:
+            conn.default_channel.queue_purge(queue)
+            if kind == "rabbitmq":
+                conn.default_channel.queue_delete(queue)
+    except Exception:  # A queue never declared: nothing to clean.
+        pass

@@ -22,7 +22,7 @@ from django_tasks_hub.management.commands.tasks_hub import (
     EXIT_NOT_FOUND,
     EXIT_REFUSED,
 )
-from django_tasks_hub.models import Task, TaskRun
+from django_tasks_hub.models import Task, TaskRun, Worker
 from django_tasks_hub.states import RunTrigger, TaskStatus
 from testproject import tasks
 from tests.conftest import ROOT, SubprocessWorker, wait_status
@@ -345,8 +345,54 @@ def test_reconcile_leaves_runs_inside_the_grace_period() -> None:
     TaskRun.objects.filter(task=task).update(worker="ghost@nowhere", started_at=timezone.now())
     with override_settings(TASKS_HUB={"RECONCILE_GRACE_SECONDS": 600}):
         out = run("reconcile", "--timeout", "0.3")
-    assert "Checked 0 processing run(s)" in out
+    # No heartbeat row for the worker: the grace counts from the run's start.
+    assert "Checked 1 processing run(s)" in out and "Marked 0 run(s) lost." in out
     assert Task.objects.get(pk=task.pk).status == TaskStatus.PROCESSING
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reconcile_counts_the_grace_from_the_workers_last_heartbeat() -> None:
+    """A silent heartbeat marks the runs at once, however recent; a fresh one never, however
+    old the run and whether or not the worker answers (a solo worker busy in a long task)."""
+    now = timezone.now()
+    busy = make_task(TaskStatus.PROCESSING)
+    TaskRun.objects.filter(task=busy).update(
+        worker="busy@host", started_at=now - datetime.timedelta(hours=2)
+    )
+    dead = make_task(TaskStatus.PROCESSING)
+    TaskRun.objects.filter(task=dead).update(worker="dead@host", started_at=now)
+    Worker.objects.create(hostname="busy@host", pool="solo", last_seen=now)
+    Worker.objects.create(
+        hostname="dead@host", pool="prefork", last_seen=now - datetime.timedelta(seconds=40)
+    )
+    out = run("reconcile", "--timeout", "0.3")
+    assert "gone: dead@host." in out and "Marked 1 run(s) lost." in out
+    assert Task.objects.get(pk=busy.pk).status == TaskStatus.PROCESSING
+    lost = TaskRun.objects.get(task=dead)
+    assert lost.status == TaskStatus.LOST and "last seen 40 s ago" in lost.error
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reconcile_ends_the_acknowledged_messages_of_a_dead_worker_only() -> None:
+    """A message the dead worker acknowledged never runs: lost. One it only reserved (or ran
+    with acks_late) is not in its list: the broker delivers it again, so it stays pending."""
+    acked, reserved = make_task(TaskStatus.PENDING), make_task(TaskStatus.PENDING)
+    Worker.objects.create(
+        hostname="dead@host",
+        last_seen=timezone.now() - datetime.timedelta(minutes=5),
+        acknowledged=[acked.broker_id],
+    )
+    out = run("reconcile", "--timeout", "0.3")
+    assert "Marked 1 run(s) lost." in out
+    acked.refresh_from_db()
+    (run_row,) = acked.runs.all()
+    assert acked.status == run_row.status == TaskStatus.LOST
+    assert "acknowledged this message" in run_row.error
+    assert Task.objects.get(pk=reserved.pk).status == TaskStatus.PENDING
+    assert TaskRun.objects.get(task=reserved).status == TaskStatus.PENDING
+    # Judged once.
+    assert Worker.objects.get(hostname="dead@host").acknowledged == []
+    assert "Marked 0 run(s) lost." in run("reconcile", "--timeout", "0.3")
 
 
 @pytest.fixture

@@ -81,10 +81,37 @@ def test_dev_demo_runs_and_ctrl_c_stops_worker_and_web_server(tmp_path: Path):
             interval=0.5,
             what="./dev demo to send its tasks",
         )
+        wait_for(
+            lambda: b"Ctrl-C stops the demo." in log.read_bytes() or proc.poll() is not None,
+            timeout=60,
+            interval=0.5,
+            what="the closing banner",
+        )
         output = log.read_text(errors="replace")
         assert proc.poll() is None, f"./dev demo exited early:\n{output[-4000:]}"
         assert "username 'demo', password 'demo'" in output
-        assert f"http://127.0.0.1:{port}/admin/django_tasks_hub/task/" in output
+        # The closing banner says it all again, at the end where a person looks: which failures
+        # are on purpose and why, where to look, the login.
+        banner = output[output.index("Failures on purpose") :]
+        for expected in ("demo.fail: ValueError", "WorkerLostError", "NotRegistered", "retries"):
+            assert expected in banner, banner
+        assert f"http://127.0.0.1:{port}/admin/django_tasks_hub/task/" in banner
+        assert f"http://127.0.0.1:{port}/api/list" in banner
+        assert "Log in as username 'demo', password 'demo'." in banner
+        assert banner.rstrip().endswith("Ctrl-C stops the demo."), banner
+        # Each process keeps its own log: the deliberate tracebacks are in the worker's, not
+        # scrolling through this terminal; and kombu's hostname warning is gone everywhere.
+        logs = tmp_path / "var" / "demo-logs"
+        assert f"{logs}/worker.log" in banner
+        assert "Traceback" not in output, output[-4000:]
+        assert "No hostname was supplied" not in output
+        wait_for(
+            lambda: b"WorkerLostError" in (logs / "worker.log").read_bytes(),
+            timeout=60,
+            what="the crash in the worker's log",
+        )
+        worker_log = (logs / "worker.log").read_text(errors="replace")
+        assert "ValueError" in worker_log and "No hostname was supplied" not in worker_log
 
         long_id = re.search(r"sent demo\.long \(([0-9a-f-]{36})\): processing", output)
         assert long_id, output[-4000:]
@@ -96,7 +123,12 @@ def test_dev_demo_runs_and_ctrl_c_stops_worker_and_web_server(tmp_path: Path):
 
         # Ctrl-C in a terminal: SIGINT to the whole foreground process group.
         os.killpg(proc.pid, signal.SIGINT)
-        proc.wait(60)
+        try:
+            # The worker's warm shutdown waits for demo.long, then ./dev sends SIGQUIT, then
+            # SIGKILL: 15 s at most on a quiet machine.
+            proc.wait(120)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"./dev demo did not stop:\n{log.read_text(errors='replace')[-4000:]}")
         wait_for(lambda: not _group_alive(proc.pid), timeout=30, what="every demo process to end")
         assert proc.returncode == 0, log.read_text(errors="replace")[-4000:]
         with pytest.raises(OSError):

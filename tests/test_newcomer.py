@@ -4,11 +4,16 @@ The slow test builds the wheel, runs ``django-admin startproject mysite`` in a t
 the wheel into a fresh virtual environment, applies every block of the quickstart in order (the
 ``<!-- newcomer: ... -->`` comment before a block says what to do with it), starts a real worker
 and the web server, sends the task and reads it back through the API with the page's own curl
-command. It changes three things only, listed in ``SUBSTITUTIONS`` with the reason for each.
+command. It uses the broker the page names, Redis at ``redis://127.0.0.1:6379/0``, and changes
+two things only, listed in ``SUBSTITUTIONS`` with the reason for each. Redis DB 0 is the page's,
+so no other test uses it: a host-wide file lock keeps two runs (two worktrees, two CI jobs on one
+machine) from sharing it, and the test empties it before and after. Without a Redis the test
+skips on a laptop and fails under ``CI=true``.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -18,10 +23,12 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,8 +48,6 @@ _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 #: What the test changes in the page, and why; everything else runs as written.
 SUBSTITUTIONS = {
     "install": "the wheel built from this checkout is installed, not the release on PyPI",
-    "broker": "settings.py gets a filesystem broker in the tmp dir after the page's Redis URL, "
-    "so the test needs no broker server (the SQLite pass has none)",
     "port": "the web server listens on a free port instead of 8000, which may be taken",
 }
 
@@ -206,8 +211,6 @@ class Newcomer:
         )
         with path.open("a") as f:
             f.write("\n\n" + step.body + "\n")
-        if step.arg.endswith("/settings.py"):
-            self.use_filesystem_broker(path)
 
     def do_create(self, step: Step, wheel: Path) -> None:
         path = self.project / step.arg
@@ -254,30 +257,46 @@ class Newcomer:
         assert task["name"] == "mysite.celery.hello"
         assert task["worker"] and task["started_at"] and task["finished_at"]
 
-    def use_filesystem_broker(self, settings_py: Path) -> None:
-        # SUBSTITUTIONS["broker"]
-        broker = self.tmp / "broker"
-        folders = {sub: broker / sub for sub in ("queue", "control", "processed")}
-        for folder in folders.values():
-            folder.mkdir(parents=True, exist_ok=True)
-        options = {
-            "data_folder_in": str(folders["queue"]),
-            "data_folder_out": str(folders["queue"]),
-            "control_folder": str(folders["control"]),
-            "processed_folder": str(folders["processed"]),
-            "store_processed": False,
-            "polling_interval": 0.1,
-        }
-        with settings_py.open("a") as f:
-            f.write(
-                "\n# tests/test_newcomer.py: a broker in a folder instead of Redis.\n"
-                'CELERY_BROKER_URL = "filesystem://"\n'
-                f"CELERY_BROKER_TRANSPORT_OPTIONS = {options!r}\n"
-            )
+
+#: The broker the README and docs/quickstart.md name; the test uses it as written.
+REDIS_URL = "redis://127.0.0.1:6379/0"
+#: One lock per machine: every checkout's test run takes it before touching Redis DB 0.
+REDIS_LOCK = Path(tempfile.gettempdir()) / "django-tasks-hub-redis-db0.lock"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _redis_db0() -> Any:
+    """A client of the page's Redis DB 0; skips (fails under CI=true) when no Redis answers."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=10)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        message = f"the quickstart names Redis at {REDIS_URL}, which does not answer: {exc}"
+        if IN_CI:
+            pytest.fail(f"{message} (CI=true: Redis is required)")
+        pytest.skip(message)
+    return client
 
 
 @pytest.fixture
-def newcomer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Newcomer]:
+def redis_db0() -> Iterator[Any]:
+    """Redis DB 0, held by this run alone and empty at the start and at the end."""
+    client = _redis_db0()
+    with REDIS_LOCK.open("a") as lock:
+        # Blocks until another run on this machine is done with DB 0.
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            client.flushdb()
+            yield client
+        finally:
+            client.flushdb()
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@pytest.fixture
+def newcomer(tmp_path_factory: pytest.TempPathFactory, redis_db0: Any) -> Iterator[Newcomer]:
     tmp = tmp_path_factory.mktemp("newcomer")
     subprocess.run([sys.executable, "-m", "venv", str(tmp / "venv")], check=True, timeout=300)
     person = Newcomer(tmp)
@@ -291,11 +310,15 @@ def newcomer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Newcomer]:
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 @pytest.mark.skipif(not _dist.on_sqlite_pass(), reason=_dist.SQLITE_ONLY_REASON)
-def test_a_newcomer_follows_the_quickstart_word_for_word(newcomer):
+def test_a_newcomer_follows_the_quickstart_word_for_word(newcomer, redis_db0):
     wheel = _dist.build().wheel
     page = steps(QUICKSTART.read_text())
     assert page, "docs/quickstart.md has no <!-- newcomer: ... --> blocks"
+    settings_block = next(s for s in page if s.arg == "mysite/settings.py")
+    assert f'CELERY_BROKER_URL = "{REDIS_URL}"' in settings_block.body, settings_block.body
     for step in page:
         newcomer.apply(step, wheel)
     # Each block ran; the last one read the finished task back through the API.
     assert page[-1].verb == "read"
+    # And the task went through the page's Redis, not some other broker.
+    assert redis_db0.exists("_kombu.binding.celery"), sorted(redis_db0.keys())[:20]

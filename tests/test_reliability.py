@@ -19,9 +19,9 @@ from django.core.management import call_command
 from django.db import connection
 
 from django_tasks_hub import exceptions, services
-from django_tasks_hub.background import background
 from django_tasks_hub.models import Task, TaskRun
 from django_tasks_hub.reconcile import reconcile
+from django_tasks_hub.recorder.background import background
 from django_tasks_hub.states import TERMINAL_STATUSES, TaskStatus
 from testproject import tasks
 from tests.conftest import wait_for, wait_status
@@ -348,7 +348,7 @@ def test_short_soak(transactional_db: Any, tmp_path: Path) -> None:
 
     db = connection.settings_dict
     counts = soak.run(
-        tasks=200,
+        tasks=300,
         database_url=f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}"
         f"/{db['NAME']}",
         broker_url=settings.CELERY_BROKER_URL,
@@ -359,7 +359,9 @@ def test_short_soak(transactional_db: Any, tmp_path: Path) -> None:
         log_dir=tmp_path,
         out=sys.stdout,
     )
-    assert counts["tasks"] == 200
+    assert counts["tasks"] == 300
     assert counts["not_terminal"] == 0 and counts["processing"] == 0
     assert counts["runs"] == counts["attempts"]
-    assert counts["lost"] + counts["done"] + counts["failed"] == 200
+    assert counts["lost"] + counts["done"] + counts["failed"] == 300
+    # Every task the ledger outside the hub says ended is recorded with that outcome.
+    assert counts["ledger_ended"] > 0 and counts["ledger_wrong"] == 0

@@ -118,3 +118,30 @@ def test_the_docs_show_the_tested_example():
     blocks = re.findall(r"```python\n(.*?)```", page, re.DOTALL)
     source = (ROOT / "examples" / "webhook_plugin.py").read_text()
     assert source in blocks
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_missed_fire_time_is_posted_to_the_webhook(webhook):
+    import datetime
+
+    from django_tasks_hub import schedules
+    from django_tasks_hub.models import Schedule
+
+    start = datetime.datetime(2026, 3, 1, 12, tzinfo=datetime.UTC)
+    row = Schedule(name="nightly-export", task="reports.export", spec={"every": 60.0})
+    schedules._fresh(row, start)
+    row.save()
+    schedules.check(now=start + datetime.timedelta(seconds=95), sync_first=False)
+    wait_for(lambda: webhook.received, what="the webhook to receive a POST")
+    [message] = webhook.received
+    body = message["body"]
+    assert (body["schedule"], body["task"], body["status"]) == (
+        "nightly-export",
+        "reports.export",
+        "missed",
+    )
+    assert body["fire_at"].startswith("2026-03-01T12:01:00")
+    assert body["text"] == (
+        "Schedule nightly-export (reports.export) did not run at 2026-03-01 12:01:00 UTC: "
+        "nothing was sent within 30 s. Is celery beat running?"
+    )

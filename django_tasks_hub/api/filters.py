@@ -11,7 +11,8 @@ from django.db.models import QuerySet
 from django.utils.translation import gettext_lazy as _
 from django_filters.fields import IsoDateTimeField
 
-from django_tasks_hub.models import Task, TaskRun, TaskRunQuerySet
+from django_tasks_hub.insight.relations import BadRelatedKey, content_type_of, parse_key
+from django_tasks_hub.models import WARNING_CODES, Task, TaskRun, TaskRunQuerySet
 from django_tasks_hub.states import TaskStatus
 
 
@@ -70,14 +71,49 @@ class DateTimeFilter(django_filters.IsoDateTimeFilter):
     field_class = BoundedIsoDateTimeField
 
 
+class RelatedKeyField(forms.CharField):
+    """``<app_label>.<model>:<pk>``, read as the model and the key (400 for anything else)."""
+
+    def to_python(self, value: Any) -> Any:
+        text = super().to_python(value)
+        if not text:
+            return None
+        try:
+            return parse_key(text)
+        except BadRelatedKey as exc:
+            raise forms.ValidationError(str(exc), code="invalid") from exc
+
+
+class RelatedFilter(django_filters.Filter):
+    """Tasks linked to one business object (``services.submit(related=...)``, declarations)."""
+
+    field_class = RelatedKeyField
+
+    def filter(self, qs: Any, value: Any) -> Any:
+        if not value:
+            return qs
+        model, pk = value
+        return qs.related_to(content_type_of(model, qs.db), pk)
+
+
+#: Longest text a name or tag filter accepts: the task name column's length. Longer input cannot
+#: match, and unbounded input would reach the database as a huge parameter.
+TEXT_MAX_LENGTH = 255
+
+
+def text_filter(**kwargs: Any) -> django_filters.CharFilter:
+    """A text filter bounded at ``TEXT_MAX_LENGTH``: longer input answers 400 naming it."""
+    return django_filters.CharFilter(max_length=TEXT_MAX_LENGTH, **kwargs)
+
+
 class TaskFilterSet(django_filters.FilterSet):
-    """Filters of the task list: status, name, tag, created range."""
+    """Filters of the task list: status, name, tag, created range, related object, warning."""
 
     status = StatusFilter(field_name="status")
-    name = django_filters.CharFilter(
+    name = text_filter(
         field_name="name", help_text=_("Celery task name, exactly (for example reports.build).")
     )
-    tag = django_filters.CharFilter(method="filter_tag", help_text=_("A tag of the Celery task."))
+    tag = text_filter(method="filter_tag", help_text=_("A tag of the Celery task, exactly."))
     created_after = DateTimeFilter(
         field_name="created_at",
         lookup_expr="gte",
@@ -88,10 +124,21 @@ class TaskFilterSet(django_filters.FilterSet):
         lookup_expr="lt",
         help_text=_("Tasks created before this ISO 8601 date-time."),
     )
+    related = RelatedFilter(
+        help_text=_("Tasks linked to one object: <app_label>.<model>:<pk>, e.g. shop.order:42.")
+    )
+    warning = django_filters.ChoiceFilter(
+        method="filter_warning",
+        choices=[(code, code) for code in WARNING_CODES],
+        help_text=_("Tasks with this transaction warning."),
+    )
 
     class Meta:
         model = Task
-        fields = ("status", "name", "tag", "created_after", "created_before")
+        fields = ("status", "name", "tag", "created_after", "created_before", "related", "warning")
+
+    def filter_warning(self, queryset: QuerySet[Any], name: str, value: str) -> QuerySet[Any]:
+        return queryset.with_warning(value) if value else queryset  # type: ignore[attr-defined]
 
     def filter_tag(self, queryset: QuerySet[Any], name: str, value: str) -> QuerySet[Any]:
         return queryset.tagged(value) if value else queryset  # type: ignore[attr-defined]
@@ -100,7 +147,7 @@ class TaskFilterSet(django_filters.FilterSet):
 class TaskRunFilterSet(django_filters.FilterSet):
     """Filters of the run history: task name, task id, status, queued range, tag."""
 
-    task = django_filters.CharFilter(
+    task = text_filter(
         field_name="name", help_text=_("Celery task name, exactly (for example reports.build).")
     )
     task_id = django_filters.UUIDFilter(
@@ -117,7 +164,7 @@ class TaskRunFilterSet(django_filters.FilterSet):
         lookup_expr="lt",
         help_text=_("Runs queued before this ISO 8601 date-time."),
     )
-    tag = django_filters.CharFilter(method="filter_tag", help_text=_("A tag of the Celery task."))
+    tag = text_filter(method="filter_tag", help_text=_("A tag of the Celery task, exactly."))
 
     class Meta:
         model = TaskRun

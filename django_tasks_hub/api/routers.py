@@ -8,8 +8,11 @@ from django.db.models import QuerySet
 from rest_framework import serializers
 from rest_framework.routers import DefaultRouter
 
+from django_tasks_hub.api.insight import MetricsViewSet, StatsViewSet
 from django_tasks_hub.api.serializers import TaskSerializer
 from django_tasks_hub.api.views import (
+    BulkJobViewSet,
+    ScheduleViewSet,
     SeedTaskViewSet,
     TaskRunViewSet,
     TasksHubRootView,
@@ -51,7 +54,11 @@ def create_task_helpers_router(
     ``path("prefix/", include(router.urls))``. URL names start with ``basename`` (default:
     the model's name): ``<basename>-list``, ``-detail``, ``-restart``, ``-cancel``, ``-runs``,
     ``<basename>-seed-info``, ``-seed-list``, ``-seed-restart``, ``-seed-cancel``,
-    ``<basename>-history-list`` and ``-history-detail``.
+    ``<basename>-history-list``, ``-history-detail``, ``<basename>-schedules-list`` (``GET
+    schedules/``: the periodic schedules, the same whatever the task model),
+    ``<basename>-stats-list``, ``<basename>-metrics-list``, ``<basename>-bulk-restart`` and
+    ``-bulk-cancel`` (``tasks/restart/``, ``tasks/cancel/``), ``<basename>-bulk-job-list``,
+    ``-bulk-job-detail`` and ``-bulk-job-resume``.
     """
     model = queryset.model
     basename = basename or model._meta.model_name
@@ -69,10 +76,18 @@ def create_task_helpers_router(
     router = TaskHubRouter()
     router.register("tasks", tasks, basename=basename)
     router.register("task-history", history, basename=f"{basename}-history")
+    router.register("schedules", ScheduleViewSet, basename=f"{basename}-schedules")
+    router.register("stats", StatsViewSet, basename=f"{basename}-stats")
+    router.register("metrics", MetricsViewSet, basename=f"{basename}-metrics")
+    router.register("bulk-jobs", BulkJobViewSet, basename=f"{basename}-bulk-job")
     router.register("", seed, basename=f"{basename}-seed")
     router.root_links = {
         "tasks": f"{basename}-list",
         "task-history": f"{basename}-history-list",
+        "schedules": f"{basename}-schedules-list",
+        "stats": f"{basename}-stats-list",
+        "metrics": f"{basename}-metrics-list",
+        "bulk-jobs": f"{basename}-bulk-job-list",
         "list": f"{basename}-seed-list",
     }
     return router

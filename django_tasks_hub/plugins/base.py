@@ -1,71 +1,21 @@
-"""The plugin interface: one hook per lifecycle event, the registry, and ``get_db_plugin()``."""
+"""The plugin interface: one hook per lifecycle event, and the registry of the plugins."""
 
 from __future__ import annotations
 
-import datetime
 import logging
 import os
 import threading
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from django.core.exceptions import ImproperlyConfigured
-from django.utils.module_loading import import_string
+from django.core.signals import setting_changed
 
 from django_tasks_hub.conf import hub_settings
-from django_tasks_hub.states import TaskStatus
+from django_tasks_hub.events import MissedFire, TaskEvent
 
-if TYPE_CHECKING:
-    from django_tasks_hub.plugins.db import TaskDbPlugin
+__all__ = ["MissedFire", "PluginRegistry", "TaskEvent", "TaskHubPlugin", "get_plugin", "registry"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TaskEvent:
-    """One lifecycle transition of one attempt, as the Celery signals report it.
-
-    ``retries`` is ``None`` when the signal does not say which attempt it is about (a worker
-    lost mid-run): the event then applies to whichever attempt of ``broker_id`` is still open.
-    """
-
-    kind: str
-    broker_id: str
-    name: str
-    timestamp: datetime.datetime
-    retries: int | None = 0
-    args: Any = None
-    kwargs: Any = None
-    options: dict[str, Any] = field(default_factory=dict)
-    parent_id: str | None = None
-    root_id: str | None = None
-    tags: tuple[str, ...] = ()
-    worker: str = ""
-    eager: bool = False
-    result: Any = None
-    error: str = ""
-    traceback: str = ""
-    runtime: float | None = None
-    user_id: Any = None
-    progress: dict[str, Any] | None = None
-    redelivered: bool = False
-
-    #: The status each kind leads to.
-    STATUS: ClassVar[dict[str, str]] = {
-        "queued": TaskStatus.PENDING,
-        "started": TaskStatus.PROCESSING,
-        "retried": TaskStatus.RETRYING,
-        "succeeded": TaskStatus.DONE,
-        "failed": TaskStatus.FAILED,
-        "canceled": TaskStatus.CANCELED,
-        "refused": TaskStatus.REFUSED,
-        "lost": TaskStatus.LOST,
-    }
-
-    @property
-    def status(self) -> str:
-        """The status this event moves the task and its run to (``progress`` moves none)."""
-        return self.STATUS.get(self.kind, "")
 
 
 class TaskHubPlugin:
@@ -110,6 +60,13 @@ class TaskHubPlugin:
         """A worker runs a task tagged ``skip_db`` that its publisher, not knowing the tag
         (it published by name), recorded anyway: forget what was recorded."""
 
+    def on_missed(self, missed: MissedFire) -> None:
+        """A schedule's fire time passed its grace with no run: beat was down, or late.
+
+        Called once per missed fire time, in the process that ran the check
+        (``tasks_hub reconcile``, or beat when ``SCHEDULE_CHECK_IN_BEAT_SECONDS`` is set).
+        """
+
     def dispatch(self, event: TaskEvent) -> None:
         """Call the hook named after ``event.kind``."""
         getattr(self, f"on_{event.kind}")(event)
@@ -134,15 +91,14 @@ class PluginRegistry:
         if self._plugins is None:
             with self._lock:
                 if self._plugins is None:
-                    self._plugins = [self._build(path) for path in hub_settings.PLUGINS]
+                    self._plugins = [self._build(cls) for cls in hub_settings.PLUGINS]
         return self._plugins
 
     @staticmethod
-    def _build(path: str | type[TaskHubPlugin]) -> TaskHubPlugin:
-        cls = import_string(path) if isinstance(path, str) else path
+    def _build(cls: Any) -> TaskHubPlugin:
         if not (isinstance(cls, type) and issubclass(cls, TaskHubPlugin)):
             raise ImproperlyConfigured(
-                f"TASKS_HUB['PLUGINS'] entry {path!r} is not a TaskHubPlugin subclass."
+                f"TASKS_HUB['PLUGINS'] entry {cls!r} is not a TaskHubPlugin subclass."
             )
         return cls()
 
@@ -165,8 +121,30 @@ class PluginRegistry:
                     event.broker_id,
                 )
 
+    def emit_missed(self, missed: MissedFire) -> None:
+        """Hand a missed fire time to every plugin's ``on_missed``; failures are logged."""
+        for plugin in self.plugins:
+            try:
+                plugin.on_missed(missed)
+            except Exception:
+                logger.exception(
+                    "tasks-hub plugin %s failed on the missed fire time %s of %s",
+                    plugin.name,
+                    missed.fire_at,
+                    missed.schedule,
+                )
+
 
 registry = PluginRegistry()
+
+
+def _reset_registry(*, setting: str, **kwargs: Any) -> None:
+    # Another TASKS_HUB (a test's override_settings) may list other plugins.
+    if setting == "TASKS_HUB":
+        registry.reset()
+
+
+setting_changed.connect(_reset_registry, dispatch_uid="tasks_hub.reset_registry")
 
 
 def get_plugin(name: str) -> TaskHubPlugin:
@@ -175,16 +153,3 @@ def get_plugin(name: str) -> TaskHubPlugin:
         if plugin.name == name:
             return plugin
     raise LookupError(f"No tasks-hub plugin named {name!r} is registered in TASKS_HUB['PLUGINS'].")
-
-
-def get_db_plugin() -> TaskDbPlugin:
-    """Return the registered database plugin, the one that answers ``get_history()``."""
-    from django_tasks_hub.plugins.db import TaskDbPlugin
-
-    for plugin in registry.plugins:
-        if isinstance(plugin, TaskDbPlugin):
-            return plugin
-    raise LookupError(
-        "The database plugin is not registered: add "
-        "'django_tasks_hub.plugins.db.TaskDbPlugin' to TASKS_HUB['PLUGINS']."
-    )

@@ -134,3 +134,37 @@ def tasks_hub_date_hierarchy(cl: Any) -> dict[str, Any]:
                 }
             )
     return {"show": True, "back": {"link": link({}), "title": _("All dates")}, "choices": choices}
+
+
+@register.simple_tag
+def th_short_time(value: datetime.datetime | None) -> Any:
+    """A timestamp that fits a column (see ``admin.display.short_time``)."""
+    from django_tasks_hub.admin.display import short_time
+
+    return short_time(value)
+
+
+@register.simple_tag
+def th_status_badge(status: str | None) -> Any:
+    """A coloured status badge (see ``admin.display.status_badge``)."""
+    from django_tasks_hub.admin.display import status_badge
+
+    return status_badge(status) if status else ""
+
+
+@register.simple_tag
+def th_duration(seconds: float | None) -> str:
+    """A duration for people (see ``admin.display.duration``)."""
+    from django_tasks_hub.admin.display import duration
+
+    return duration(seconds)
+
+
+@register.filter
+def th_break_dots(value: str) -> Any:
+    """``value`` with a line-break opportunity after each dot (dotted task names)."""
+    from django.utils.html import escape
+    from django.utils.safestring import mark_safe
+
+    # Escaped first: only the <wbr> added here is markup.
+    return mark_safe(escape(value).replace(".", ".<wbr>"))

@@ -45,8 +45,23 @@ def test_restart_message_singular_and_level(client, superuser, make_task):
     client.force_login(superuser)
     response = run_action(client, "restart_selected", [task])
     [message] = response.context["messages"]
-    assert str(message) == "1 task restarted."
+    assert str(message).startswith("1 task restarted. <a href=")
     assert message.tags == "success"
+
+
+def test_the_restart_message_links_the_restarted_tasks(client, superuser, make_task):
+    import re
+
+    restarted = [make_task("demo.fail", "failed") for _ in range(2)]
+    other = make_task("demo.other", "failed")
+    client.force_login(superuser)
+    [message] = messages_of(run_action(client, "restart_selected", restarted))
+    link = re.search(r'<a href="([^"]+)">See them in the list.</a>', message)
+    assert link, message
+    listed = client.get(link[1].replace("&amp;", "&"))
+    assert listed.status_code == 200
+    shown = {str(t.pk) for t in listed.context["cl"].result_list}
+    assert shown == {str(t.pk) for t in restarted} and str(other.pk) not in shown
 
 
 def test_restart_unknown_task_name_is_skipped(client, superuser, make_task):
@@ -227,4 +242,4 @@ def test_too_many_selected_changes_nothing(client, superuser, make_task, monkeyp
     assert Task.objects.filter(status="failed", attempts=1).count() == 3
     # Within the limit it goes through.
     [message] = run_action(client, "restart_selected", tasks[:2]).context["messages"]
-    assert str(message) == "2 tasks restarted."
+    assert str(message).startswith("2 tasks restarted. <a href=")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -75,3 +76,20 @@ def test_run_list_does_not_count_the_table(client, superuser, make_task):
     sqls = [q["sql"].upper() for q in queries]
     assert all("LIMIT" in sql for sql in sqls if "COUNT(" in sql)
     assert not [sql for sql in sqls if "DISTINCT" in sql]
+
+
+@pytest.mark.parametrize(
+    "term", ["²", "٣", "9" * 5000, "9" * 19, str(2**63), "-1", "1" + "0" * 30, "0"]
+)
+def test_search_by_odd_numbers_answers_without_an_error(client, superuser, make_task, term):
+    make_task()
+    client.force_login(superuser)
+    response = client.get(URL, {"q": term})
+    assert response.status_code == 200
+    assert run_ids(response) == []
+
+
+def test_search_by_run_id_still_finds_the_run(client, superuser, make_task):
+    run = make_task().runs.get()
+    client.force_login(superuser)
+    assert run_ids(client.get(URL, {"q": str(run.pk)})) == [run.pk]

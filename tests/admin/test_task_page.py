@@ -46,7 +46,13 @@ def test_progress_on_the_page(client, superuser, make_task):
     )
     client.force_login(superuser)
     text = client.get(page_url(task)).text
-    assert 'aria-valuenow="25"' in text and "&quot;message&quot;: &quot;warming up&quot;" in text
+    assert 'aria-valuenow="25"' in text and "1 of 4: warming up" in text
+    # A bar and words, not a raw JSON dump; once the task has ended, where it stopped.
+    assert "&quot;message&quot;" not in text
+    task.status = "canceled"
+    task.save(update_fields=["status"])
+    text = client.get(page_url(task)).text
+    assert "stopped at 1 of 4: warming up" in text and "&quot;message&quot;" not in text
 
 
 def test_parent_and_children_links(client, superuser, make_task):

@@ -1,4 +1,9 @@
-"""Property-based: whatever the path ids and query parameters, no route answers a 5xx."""
+"""Property-based: whatever the path ids and query parameters, no route answers a 5xx.
+
+The values include what hostile input tries: backslashes, quotes and the characters JSON
+escapes in text filters, values longer than any column, and parameters repeated a few times
+or past Django's ``DATA_UPLOAD_MAX_NUMBER_FIELDS``; every error answer is JSON.
+"""
 
 from __future__ import annotations
 
@@ -63,7 +68,25 @@ cursors = st.one_of(
     ),
     st.binary(max_size=30).map(lambda b: base64.urlsafe_b64encode(b).decode().rstrip("=")),
 )
-values = st.one_of(text, numbers, datetimes, statuses, cursors)
+#: What text filters get wrong: characters JSON and LIKE escape, quotes, NUL, line separators.
+awkward = st.lists(
+    st.sampled_from(["\\", '"', "'", "%", "_", "\x00", "\n", "\u2028", "\\u0000", "é", "a", "*"]),
+    min_size=1,
+    max_size=12,
+).map("".join)
+#: Values longer than any column: a filter must bound them, not hand them to the database.
+long_values = st.builds(
+    lambda chunk, times: chunk * times,
+    st.sampled_from(["a", "9", "\\", "%", "é", "failed,"]),
+    st.sampled_from([256, 5_000, 60_000]),
+)
+values = st.one_of(text, numbers, datetimes, statuses, cursors, awkward, long_values)
+#: One value, or the parameter repeated (a few times, or past DATA_UPLOAD_MAX_NUMBER_FIELDS).
+repeated = st.one_of(
+    values,
+    st.lists(values, min_size=2, max_size=4),
+    st.builds(lambda v, n: [v] * n, st.one_of(text, statuses), st.sampled_from([50, 1_100])),
+)
 
 
 @pytest.fixture
@@ -96,16 +119,36 @@ def test_no_route_answers_5xx(operator: Any, known_ids: dict[str, list[str]], me
     )
     @given(
         path_id=ids,
-        query=st.dictionaries(st.sampled_from(PARAMETERS), values, max_size=5),
+        query=st.dictionaries(st.sampled_from(PARAMETERS), repeated, max_size=5),
         task_id=st.one_of(st.none(), st.sampled_from(known_ids["task"]), text),
+        # Drawn apart from ``query`` so that every run tries them, not only a lucky one.
+        hostile=st.one_of(
+            st.none(),
+            st.tuples(st.sampled_from(PARAMETERS), long_values),
+            st.tuples(st.sampled_from(PARAMETERS), awkward),
+            st.tuples(
+                st.sampled_from(PARAMETERS), st.one_of(text, statuses).map(lambda v: [v] * 1_100)
+            ),
+        ),
     )
-    def check(path_id: str, query: dict[str, str], task_id: str | None) -> None:
+    def check(
+        path_id: str,
+        query: dict[str, str | list[str]],
+        task_id: str | None,
+        hostile: tuple[str, str | list[str]] | None,
+    ) -> None:
+        if hostile is not None:
+            query = {**query, hostile[0]: hostile[1]}
         if task_id is not None:
             query = {**query, "task_id": task_id}
         path = template.format(id=quote(path_id, safe=""))
         response = getattr(client, method)(path, query) if method == "get" else None
         if response is None:
-            qs = "&".join(f"{quote(k)}={quote(v, safe='')}" for k, v in query.items())
+            qs = "&".join(
+                f"{quote(k)}={quote(v, safe='')}"
+                for k, vs in query.items()
+                for v in ([vs] if isinstance(vs, str) else vs)
+            )
             response = getattr(client, method)(f"{path}?{qs}")
         assert response.status_code < 500, (path, query, response.content[:500])
         if response.status_code >= 400:

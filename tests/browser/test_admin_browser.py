@@ -35,7 +35,9 @@ def test_restart_the_failed_tasks(page, admin_user, subprocess_worker):
     page.locator("#action-toggle").check()
     page.select_option("select[name=action]", label="Restart selected tasks")
     page.locator("button[name=index]").click()
-    expect(page.locator(".messagelist .success")).to_have_text("2 tasks restarted.")
+    expect(page.locator(".messagelist .success")).to_contain_text(
+        "2 tasks restarted. See them in the list."
+    )
 
     # The new runs go through the worker and finish (demo.fail fails again, as it must).
     for result in broken:
@@ -80,6 +82,12 @@ def test_cancel_a_long_running_task(page, admin_user, subprocess_worker):
     expect(page.locator("div.field-status_badge .th-badge--processing")).to_be_visible()
     expect(page.locator(".field-progress_display .th-progress")).to_be_visible()
     expect(page.get_by_role("button", name="Restart")).to_have_count(0)
+    # Cancel asks first: dismissing the question sends nothing, accepting it cancels.
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    page.get_by_role("button", name="Cancel task").click()
+    expect(page.locator("div.field-status_badge .th-badge--processing")).to_be_visible()
+    assert Task.objects.get(pk=result.id).status == "processing"
+    page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_role("button", name="Cancel task").click()
 
     expect(page.locator(".messagelist .success")).to_contain_text("was cancelled")

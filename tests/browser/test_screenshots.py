@@ -65,7 +65,7 @@ def test_list_and_task_page(page, admin_user, subprocess_worker, tmp_path):
         what="the long tasks to make progress",
     )
 
-    page.set_viewport_size({"width": 1600, "height": 860})
+    page.set_viewport_size({"width": 1400, "height": 900})
     login(page, admin_user)
     failed_badge = page.locator("#result_list .th-badge--failed").first
     expect(failed_badge).to_be_visible()

@@ -1,4 +1,4 @@
-"""``manage.py tasks_hub``: list, show, restart, cancel, prune and reconcile tasks."""
+"""``manage.py tasks_hub``: list, show, restart, cancel, prune, reconcile and replay."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def _run_dict(run: TaskRun) -> dict[str, Any]:
 class Command(BaseCommand):
     help = (
         "Look at and act on recorded Celery tasks: list, show ID, restart ID, cancel ID, "
-        "prune --older-than DAYS, reconcile."
+        "prune --older-than DAYS, reconcile, replay."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -99,7 +99,8 @@ class Command(BaseCommand):
             "--grace",
             type=float,
             metavar="SECONDS",
-            help="Only runs started longer ago (default TASKS_HUB['RECONCILE_GRACE_SECONDS']).",
+            help="A worker silent this long is gone (default "
+            "TASKS_HUB['RECONCILE_GRACE_SECONDS']).",
         )
         p.add_argument(
             "--timeout",
@@ -109,6 +110,8 @@ class Command(BaseCommand):
             help="How long to wait for the workers to answer (default 2).",
         )
         p.add_argument("--dry-run", action="store_true", help="Report, change nothing.")
+
+        sub.add_parser("replay", help="Write the journaled events of dead processes on this host.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
@@ -214,8 +217,8 @@ class Command(BaseCommand):
             task = getattr(services, fn_name)(task, user)
         except exceptions.TaskNotFound as exc:
             raise CommandError(exc.message, returncode=EXIT_NOT_FOUND) from exc
-        except exceptions.BrokerUnavailable as exc:
-            # The service's message already says to check the broker and try again.
+        except (exceptions.BrokerUnavailable, exceptions.DatabaseUnavailable) as exc:
+            # The service's message already says what to check, and to try again.
             raise CommandError(exc.message, returncode=EXIT_BROKER) from exc
         except exceptions.TaskHubError as exc:
             raise CommandError(exc.message, returncode=EXIT_REFUSED) from exc
@@ -245,9 +248,18 @@ class Command(BaseCommand):
             + ("." if result.dry_run else f" in {result.batches} batch(es).")
         )
 
+    def do_replay(self, options: dict[str, Any]) -> None:
+        from django_tasks_hub.recorder.journal import journal_directory, replay_dead_journals
+
+        replayed = replay_dead_journals()
+        self.stdout.write(f"Replayed {replayed} events from {journal_directory()}.")
+
     def do_reconcile(self, options: dict[str, Any]) -> None:
         from django_tasks_hub.reconcile import describe, reconcile
 
+        if not options["dry_run"]:
+            # First: it needs no broker, so a broker outage does not silence missed runs.
+            self.check_schedules()
         try:
             result = reconcile(
                 grace=options["grace"], timeout=options["timeout"], dry_run=options["dry_run"]
@@ -259,11 +271,26 @@ class Command(BaseCommand):
                 returncode=EXIT_BROKER,
             ) from exc
         verb = "Would mark" if result.dry_run else "Marked"
+        if result.replayed:
+            self.stdout.write(f"Replayed {result.replayed} events from dead processes' journals.")
         self.stdout.write(
-            f"Checked {result.checked} processing run(s) past the grace period; "
+            f"Checked {result.checked} processing run(s); "
             f"workers answering: {len(result.workers_alive)}, "
             f"gone: {', '.join(result.workers_gone) or 'none'}."
         )
         for line in describe(result.lost):
             self.stdout.write(f"  {line}")
         self.stdout.write(f"{verb} {len(result.lost)} run(s) lost.")
+
+    def check_schedules(self) -> None:
+        from django_tasks_hub.schedules import check
+
+        found = check()
+        self.stdout.write(
+            f"Checked {found.schedules} schedule(s) with fire times due: {found.on_time} on "
+            f"time, {found.late} late, {len(found.missed)} missed."
+        )
+        for missed in found.missed:
+            self.stdout.write(
+                f"  missed: {missed.schedule} at {missed.fire_at:%Y-%m-%d %H:%M:%S %Z}"
+            )

@@ -21,6 +21,19 @@ from testproject import tasks
 #: A queue the demo worker does not consume: tasks sent there stay pending.
 PAUSED_QUEUE = "demo.paused"
 
+#: The failures the demo causes on purpose, and why: their tracebacks in the worker's log are
+#: the demo working, not the demo breaking.
+ON_PURPOSE = [
+    ("demo.fail", "ValueError", "a task that raises: shows a failed task and its restart"),
+    ("demo.flaky / demo.always_retry", "RuntimeError, Retry",
+     "retries: two that end done, one still waiting, one that runs out of retries"),
+    ("demo.crash", "WorkerLostError", "its pool process kills itself: shows a lost task"),
+    ("demo.no_such_task", "NotRegistered",
+     "no worker knows the name: shows a refused task"),
+    ("demo.long (the second one)", "Terminated / revoked",
+     "cancelled while running: shows a cancel"),
+]  # fmt: skip
+
 
 def hub_prefix() -> str | None:
     """The URL prefix under which the project includes ``django_tasks_hub.urls``, if any."""
@@ -63,6 +76,17 @@ class Command(BaseCommand):
             "--queue",
             default=None,
             help="queue to send the demo tasks to (default: the Celery app's default queue)",
+        )
+        parser.add_argument(
+            "--login",
+            default=f"{os.environ.get('TASKS_HUB_DEMO_USER', 'demo')}/"
+            f"{os.environ.get('TASKS_HUB_DEMO_PASSWORD', 'demo')}",
+            help="username/password to repeat in the closing banner (default demo/demo)",
+        )
+        parser.add_argument(
+            "--logs",
+            default="",
+            help="where the worker and the web server write their logs, for the banner",
         )
         parser.add_argument(
             "--wait",
@@ -121,7 +145,7 @@ class Command(BaseCommand):
             # The worker notices a dead pool process a few seconds later; count it once it has.
             self.until(crash, TaskStatus.LOST)
 
-        self.summary(str(options["addr"]), countdown)
+        self.summary(str(options["addr"]), countdown, str(options["login"]), str(options["logs"]))
 
     def send(
         self,
@@ -168,8 +192,9 @@ class Command(BaseCommand):
         else:
             self.stdout.write(f"  {action}ed {task.name} ({task.pk}) as {user or 'nobody'}")
 
-    def summary(self, addr: str, countdown: float) -> None:
-        """Print the tasks by status, and the pages to open."""
+    def summary(self, addr: str, countdown: float, login: str = "", logs: str = "") -> None:
+        """Print the tasks by status, the failures that are on purpose, the pages to open and
+        how to log in: the last thing on the screen says what to do next."""
         time.sleep(min(self.wait, 3.0))  # let the quick tasks land before counting
         counts = dict(Task.objects.values_list("status").annotate(n=Count("pk")).order_by("status"))
         line = ", ".join(f"{status} {counts.get(status, 0)}" for status in TaskStatus.values)
@@ -177,6 +202,15 @@ class Command(BaseCommand):
         self.stdout.write(
             f"(the long task runs for a few minutes; the retrying one ends in {countdown:g} s)\n"
         )
+
+        self.stdout.write(
+            self.style.SUCCESS("Failures on purpose (their tracebacks are expected):")
+        )
+        for name, error, why in ON_PURPOSE:
+            self.stdout.write(f"  {name}: {error} - {why}")
+        if logs:
+            self.stdout.write(f"  they are in the worker's log: {logs}/worker.log")
+        self.stdout.write("")
 
         base = f"http://{addr}"
         self.stdout.write(self.style.SUCCESS("Where to look:"))
@@ -189,4 +223,11 @@ class Command(BaseCommand):
             self.stdout.write(f"  Swagger UI:       {base}{reverse('swagger-ui')}")
         except NoReverseMatch:
             self.stdout.write("  Swagger UI:       install drf-spectacular to get /api/docs/")
-        self.stdout.write("Log in with the demo user printed above. Ctrl-C stops the demo.")
+        if logs:
+            self.stdout.write(f"  logs:             {logs}/worker.log, {logs}/web.log")
+        username, _, password = login.partition("/")
+        if username:
+            self.stdout.write(
+                self.style.SUCCESS(f"Log in as username {username!r}, password {password!r}.")
+            )
+        self.stdout.write("Ctrl-C stops the demo.")

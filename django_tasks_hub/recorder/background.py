@@ -12,6 +12,9 @@ from collections.abc import Callable
 
 from django.db import close_old_connections, connections
 
+from django_tasks_hub.locking import fork_guard
+from django_tasks_hub.threads import start_thread
+
 logger = logging.getLogger(__name__)
 
 
@@ -60,10 +63,7 @@ class Background:
 
     def _ensure_thread(self) -> None:
         if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(
-                target=self._run, name="tasks-hub-background", daemon=True
-            )
-            self._thread.start()
+            self._thread = start_thread(self._run, "tasks-hub-background")
 
     def _run(self) -> None:
         while True:
@@ -75,7 +75,8 @@ class Background:
                 self._busy += 1
             try:
                 close_old_connections()
-                fn()
+                with fork_guard():
+                    fn()
             except Exception:
                 logger.exception("tasks-hub background job failed")
             finally:

@@ -5,28 +5,27 @@ from __future__ import annotations
 import datetime
 import functools
 import json
+import logging
 import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from django.db import IntegrityError, connections, transaction
+from django.db import IntegrityError, connections
 from django.db.models import JSONField
 
-from django_tasks_hub.plugins.base import TaskEvent
-from django_tasks_hub.states import (
-    RUN_ALLOWED_FROM,
-    TASK_ALLOWED_FROM,
-    TASK_SUPERSEDED,
-    TaskStatus,
-)
+from django_tasks_hub import transitions
+from django_tasks_hub.events import TaskEvent
+from django_tasks_hub.locking import write_transaction
+from django_tasks_hub.recorder.columns import move_values, publish_values, run_values, task_pk_for
+from django_tasks_hub.states import TaskStatus
 
 if TYPE_CHECKING:
-    from django_tasks_hub.plugins.db import TaskDbPlugin
+    from django_tasks_hub.recorder.rows import EventWriter
 
-#: What the write-behind buffer holds: the plugin's per-event writer and its event.
-Item = tuple[Callable[[TaskEvent], None], TaskEvent]
+logger = logging.getLogger(__name__)
+
 
 #: Kinds a batch writes set-based, in the order a lifecycle has them.
 BULK_KINDS: tuple[str, ...] = ("queued", "started", "succeeded", "failed")
@@ -63,7 +62,7 @@ class _Move:
     event: TaskEvent
 
 
-Group = list[tuple[int, Item]]
+Group = list[tuple[int, TaskEvent]]
 
 
 @functools.cache
@@ -81,7 +80,7 @@ def _unprepared_cursor_class() -> type:
 
 
 class BatchWriter:
-    """Writes a batch with the rules of :class:`TaskDbPlugin`, a group of events per statement.
+    """Writes a batch with the rules of :class:`EventWriter`, a group of events per statement.
 
     A batch is cut into segments of consecutive bulk-eligible events; any other event is
     written on its own, in order, between them. Within a segment the first publishes are one
@@ -97,13 +96,13 @@ class BatchWriter:
     same order and never wait on each other in a cycle.
     """
 
-    def __init__(self, plugin: TaskDbPlugin) -> None:
-        self.plugin = plugin
-        self.db = plugin.db
+    def __init__(self, rows: EventWriter) -> None:
+        self.rows = rows
+        self.db = rows.db
         self.connection = connections[self.db]
-        self.tasks = plugin.task_model
-        self.runs = plugin.run_model
-        #: How many items from the start are written; a caller that catches an error writes
+        self.tasks = rows.task_model
+        self.runs = rows.run_model
+        #: How many events from the start are written; a caller that catches an error writes
         #: the rest again one by one.
         self.written = 0
         self._preparers: dict[tuple[Any, str], Callable[[Any], Any]] = {}
@@ -111,37 +110,35 @@ class BatchWriter:
         #: PostgreSQL takes a batch's rows as one array per column (``unnest``).
         self.unnest = self.connection.vendor == "postgresql"
 
-    def write(self, items: Sequence[Item]) -> None:
-        """Write ``items``; on an error, ``written`` says how many were written before it."""
-        segment: list[Item] = []
-        for index, item in enumerate(items):
-            if bulk_eligible(item[1]):
-                segment.append(item)
+    def write(self, events: Sequence[TaskEvent]) -> None:
+        """Write ``events``; on an error, ``written`` says how many were written before it."""
+        segment: list[TaskEvent] = []
+        for index, event in enumerate(events):
+            if bulk_eligible(event):
+                segment.append(event)
                 continue
             self._write_segment(segment)
             self.written, segment = index, []
-            fn, event = item
-            fn(event)
+            self.rows.write(event)
             self.written = index + 1
         self._write_segment(segment)
-        self.written = len(items)
+        self.written = len(events)
 
     # -- a segment -----------------------------------------------------------------------------
 
-    def _write_segment(self, segment: list[Item]) -> None:
+    def _write_segment(self, segment: list[TaskEvent]) -> None:
         if not segment:
             return
         queued: Group = []
-        starts: dict[tuple[str, int], list[tuple[int, Item]]] = {}
-        ends: dict[tuple[str, int], list[tuple[int, Item]]] = {}
-        for index, item in enumerate(segment):
-            event = item[1]
+        starts: dict[tuple[str, int], Group] = {}
+        ends: dict[tuple[str, int], Group] = {}
+        for index, event in enumerate(segment):
             if event.kind == "queued":
-                queued.append((index, item))
+                queued.append((index, event))
             else:
                 key = (event.broker_id, event.retries or 0)
                 (starts if event.kind == "started" else ends).setdefault(key, []).append(
-                    (index, item)
+                    (index, event)
                 )
         # The start and the end of one attempt in one segment (a short task): one move.
         ran: list[tuple[Group, _Move]] = []
@@ -149,24 +146,24 @@ class BatchWriter:
         for key, started in starts.items():
             ended = ends.get(key, [])
             if len(started) == 1 and len(ended) == 1:
-                ran.append((started + ended, self._ran(started[0][1][1], ended.pop()[1][1])))
+                ran.append((started + ended, self._ran(started[0][1], ended.pop()[1])))
                 continue
-            singles["started"] += [([pair], self._single(pair[1][1])) for pair in started]
+            singles["started"] += [([pair], self._single(pair[1])) for pair in started]
         for pairs in ends.values():
             for pair in pairs:
-                singles[pair[1][1].kind].append(([pair], self._single(pair[1][1])))
+                singles[pair[1].kind].append(([pair], self._single(pair[1])))
         one_by_one: Group = []
         known: Group = []
         if queued:
             try:
-                with transaction.atomic(using=self.db):
+                with write_transaction(self.db):
                     known, rest = self._insert_queued(queued)
                     one_by_one += rest
             except IntegrityError:
                 one_by_one += queued
         if known:
             try:
-                with transaction.atomic(using=self.db):
+                with write_transaction(self.db):
                     self._fill_known(known)
             except _Mismatch:
                 one_by_one += known
@@ -174,19 +171,19 @@ class BatchWriter:
             if not moves:
                 continue
             try:
-                with transaction.atomic(using=self.db):
+                with write_transaction(self.db):
                     self._move([move for _, move in moves])
             except _Mismatch:
                 try:
                     # Usually the publisher has not written these tasks yet (its batch comes
                     # later, or it is not recorded): create them from the worker's events.
-                    with transaction.atomic(using=self.db):
+                    with write_transaction(self.db):
                         self._create([move.event for _, move in moves])
                         self._move([move for _, move in moves])
                 except (_Mismatch, IntegrityError):
                     one_by_one += [pair for group, _ in moves for pair in group]
-        for _, (fn, event) in sorted(one_by_one, key=lambda pair: pair[0]):
-            fn(event)
+        for _, event in sorted(one_by_one, key=lambda pair: pair[0]):
+            self.rows.write(event)
 
     # -- first publishes -----------------------------------------------------------------------
 
@@ -197,13 +194,13 @@ class BatchWriter:
         if self.tasks._meta.parents:
             return [], group  # One INSERT cannot fill a multi-table inherited model.
         rest: Group = []
-        new: dict[str, tuple[int, Item]] = {}
+        new: dict[str, tuple[int, TaskEvent]] = {}
         for pair in group:
-            if pair[1][1].broker_id in new:
+            if pair[1].broker_id in new:
                 rest.append(pair)  # A second publish of one in this batch.
             else:
-                new[pair[1][1].broker_id] = pair
-        inserted = self._create([pair[1][1] for pair in new.values()])
+                new[pair[1].broker_id] = pair
+        inserted = self._create([pair[1] for pair in new.values()])
         # A task row is there already (a worker's event came first; a restart's publish): what
         # the publish knows is filled in, set-based where the rows are the ones a first attempt
         # makes, else event by event (see _fill_known).
@@ -213,32 +210,26 @@ class BatchWriter:
     def _create(self, events: list[TaskEvent]) -> set[str]:
         """Create the task and first run of each first attempt no task row knows (rule 2,
         ``INSERT ... ON CONFLICT DO NOTHING``); the broker ids whose rows it created."""
-        from django_tasks_hub.plugins.db import task_pk_for
-
         if self.tasks._meta.parents:
             return set()  # One INSERT cannot fill a multi-table inherited model.
         first = {e.broker_id: e for e in reversed(events) if e.retries == 0}
-        task_rows = [self.plugin.task_values(first[b]) for b in sorted(first)]  # Lock order.
+        task_rows = [self.rows.task_values(first[b]) for b in sorted(first)]  # Lock order.
         inserted = self._insert(self.tasks, task_rows, returning="broker_id")
-        run_rows = [
-            self.plugin.run_values(first[b], task_pk_for(b), attempt=1) for b in sorted(inserted)
-        ]
+        run_rows = [run_values(first[b], task_pk_for(b), attempt=1) for b in sorted(inserted)]
         self._insert(self.runs, run_rows)
         return inserted
 
     def _fill_known(self, group: Group) -> None:
         """What a first publish knows best, on rows a worker's event created first (the
-        publisher's batch came later): what ``TaskDbPlugin.record_queued`` does then, for the
+        publisher's batch came later): what ``EventWriter.record_queued`` does then, for the
         whole group. Every task and run must be there, or the group goes one by one."""
-        from django_tasks_hub.plugins.db import task_pk_for
-
         qn = self.connection.ops.quote_name
         task_rows, run_rows = [], []
-        for _, (_, event) in group:  # In broker id order: the lock order.
+        for _, event in group:  # In broker id order: the lock order.
             published = self._prepare(self.tasks, "created_at")(event.timestamp)
             task_rows.append(
                 [
-                    *self._values(self.tasks, self.plugin.publish_values(event)),
+                    *self._values(self.tasks, publish_values(event)),
                     published,
                     published,
                     event.user_id,
@@ -355,7 +346,7 @@ class BatchWriter:
     # -- starts and ends -----------------------------------------------------------------------
 
     def _single(self, event: TaskEvent) -> _Move:
-        run_fields, task_fields = self.plugin._fields(event)
+        run_fields, task_fields = move_values(event)
         return _Move(
             event.broker_id,
             event.retries or 0,
@@ -370,8 +361,8 @@ class BatchWriter:
     def _ran(self, start: TaskEvent, end: TaskEvent) -> _Move:
         """A start then an end of one attempt as one move: what the end sets over what the
         start sets, from where the start may move (so both would have moved in turn)."""
-        start_run, start_task = self.plugin._fields(start)
-        end_run, end_task = self.plugin._fields(end)
+        start_run, start_task = move_values(start)
+        end_run, end_task = move_values(end)
         return _Move(
             start.broker_id,
             start.retries or 0,
@@ -522,11 +513,6 @@ class BatchWriter:
             self._preparers[key] = self._preparer(model._meta.get_field(name))
         return self._preparers[key]
 
-    @staticmethod
-    def _literals(statuses: Iterable[str]) -> str:
-        # Status values are the package's own constants, never user input.
-        return ", ".join(f"'{value}'" for value in sorted(statuses))
-
     def _set(self, model: Any, columns: Iterable[str]) -> str:
         qn = self.connection.ops.quote_name
         opts = model._meta
@@ -534,31 +520,92 @@ class BatchWriter:
 
     def _task_sql(self, columns: Iterable[str], where: str) -> tuple[str, str]:
         qn = self.connection.ops.quote_name
-        allowed = self._literals(TASK_ALLOWED_FROM[where])
-        superseded = self._literals(TASK_SUPERSEDED)
+        rule = transitions.task_condition_sql(where, "", qn("status"), qn("retries"), "%s")
         return (
             f"UPDATE {qn(self.tasks._meta.db_table)} SET {self._set(self.tasks, columns)}",
-            # A CASE, not an OR of the two: the same rows, but PostgreSQL plans an OR against
-            # every index of the table (0.9 ms a statement, against 0.08).
-            f"WHERE {qn('broker_id')} = %s AND CASE WHEN {qn('retries')} = %s"
-            f" THEN {qn('status')} IN ({allowed})"
-            f" WHEN {qn('retries')} < %s THEN {qn('status')} IN ({superseded}) ELSE FALSE END",
+            f"WHERE {qn('broker_id')} = %s AND {rule}",
         )
 
     def _run_sql(self, columns: Iterable[str], where: str) -> tuple[str, str]:
         qn = self.connection.ops.quote_name
         table = qn(self.runs._meta.db_table)
+        rule = transitions.run_condition_sql(where, f"{table}.{qn('status')}")
         # ``lost`` is left to the per-event path: only the current delivery may leave it.
-        statuses = self._literals(RUN_ALLOWED_FROM[where] - {TaskStatus.LOST})
         return (
             f"UPDATE {table} SET {self._set(self.runs, columns)}",
-            # The status test inside a CASE, where no index can take it: PostgreSQL would read
-            # the status index for a status few live rows have, but whose index entries pile
-            # up (no update here is HOT, so every move leaves one behind until a vacuum), and
-            # visit every heap page they point to. The attempt's unique key finds the rows.
             f"WHERE {table}.{qn('broker_id')} = %s AND {table}.{qn('retries')} = %s"
-            f" AND CASE WHEN {table}.{qn('status')} IN ({statuses}) THEN TRUE ELSE FALSE END"
+            f" AND {rule}"
             f" AND {table}.{qn('delivery')} = (SELECT MAX(r.{qn('delivery')}) FROM {table} r"
             f" WHERE r.{qn('broker_id')} = {table}.{qn('broker_id')}"
             f" AND r.{qn('retries')} = {table}.{qn('retries')})",
         )
+
+
+def link_events(rows: EventWriter, events: Sequence[TaskEvent]) -> None:
+    """Link the publishes among ``events`` to their business objects (``related``), once their
+    task rows are written; a link never fails the recording (``write_links`` logs and skips)."""
+    if any(event.related for event in events):
+        from django_tasks_hub.insight.relations import write_links
+        from django_tasks_hub.models import TaskRelation
+
+        write_links(events, rows.task_model, TaskRelation, rows.db)
+
+
+def write_events(rows: EventWriter, events: Sequence[TaskEvent]) -> list[TaskEvent]:
+    """Write ``events`` as a batch; return those that could not be written (none: all are in).
+
+    If the batch fails, the events from there on are written one by one, so one bad event
+    never costs the others; if the first of them fails on its own too, the database is taken
+    to be out of reach and the rest are returned unwritten, without a try each.
+    """
+    writer = BatchWriter(rows)
+    try:
+        writer.write(events)
+        link_events(rows, events)
+        return []
+    except Exception as exc:
+        drop_broken_connection(rows.db)
+        link_events(rows, events[: writer.written])
+        logger.warning(
+            "tasks-hub could not write %d of a batch of %d events (%s: %s); "
+            "writing them one by one",
+            len(events) - writer.written,
+            len(events),
+            type(exc).__name__,
+            exc,
+        )
+    rest = list(events[writer.written :])
+    unwritten: list[TaskEvent] = []
+    for index, event in enumerate(rest):
+        try:
+            BatchWriter(rows).write([event])
+            link_events(rows, [event])
+        except Exception as exc:
+            drop_broken_connection(rows.db)
+            unwritten.append(event)
+            if index == 0:
+                # Not one of them could be written: the database, not an event, is the fault.
+                logger.warning(
+                    "tasks-hub could not write %d events (%s: %s); they are kept",
+                    len(rest),
+                    type(exc).__name__,
+                    exc,
+                )
+                return rest
+            logger.exception(
+                "tasks-hub could not write %s of %s[%s]", event.kind, event.name, event.broker_id
+            )
+    return unwritten
+
+
+def drop_broken_connection(db: str) -> None:
+    # A connection that failed (closed under us, server restarted) stays failed until it
+    # is closed; Django opens a new one on next use. Inside the caller's transaction the
+    # connection is theirs: the savepoint was rolled back and they carry on.
+    conn = connections[db]
+    if conn.in_atomic_block or (conn.connection is not None and not conn.get_autocommit()):
+        return
+    try:
+        conn.close()
+    except Exception:
+        logger.debug("tasks-hub could not close a failed connection", exc_info=True)

@@ -10,11 +10,17 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from django.db import connections
 
 from django_tasks_hub.conf import hub_settings
+from django_tasks_hub.locking import fork_guard
+from django_tasks_hub.recorder.background import background
+from django_tasks_hub.threads import start_thread
+
+if TYPE_CHECKING:
+    from django_tasks_hub.recorder.journal import Journal
 
 logger = logging.getLogger(__name__)
 
@@ -68,9 +74,17 @@ class WriteBuffer(Generic[T]):
     parent's to write), and every buffer is flushed when the process exits.
     """
 
-    def __init__(self, sink: Callable[[list[T]], None], name: str = "tasks-hub-writer") -> None:
+    def __init__(
+        self,
+        sink: Callable[..., None],
+        name: str = "tasks-hub-writer",
+        journal: Journal | None = None,
+    ) -> None:
+        #: Called with each batch, and with the journal segment holding it when there is a
+        #: ``journal`` (``sink(batch, segment)``): the sink deletes or keeps the segment.
         self._sink = sink
         self._name = name
+        self.journal = journal
         self._reset()
         _buffers.add(self)
 
@@ -83,10 +97,15 @@ class WriteBuffer(Generic[T]):
         self._flushing = 0
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._segment: Any = None
         self._pid = os.getpid()
 
-    def add(self, item: T) -> None:
-        """Queue ``item``; the writer thread hands it to the sink with the next batch."""
+    def add(self, item: T) -> bool:
+        """Queue ``item``; the writer thread hands it to the sink with the next batch.
+
+        With a journal, the item is appended to it first; ``False`` (nothing queued) when the
+        journal cannot take it: the caller writes it itself.
+        """
         if self._pid != os.getpid():
             self._reset()
         with self._cond:
@@ -97,16 +116,18 @@ class WriteBuffer(Generic[T]):
                 and self._thread is not None
             ):
                 self._cond.wait(0.1)
+            if self.journal is not None and not self.journal.append(item):  # type: ignore[arg-type]
+                return False
             first = not self._items
             if first:
                 self._first_at = time.monotonic()
             self._items.append(item)
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-                self._thread.start()
+                self._thread = start_thread(self._run, self._name)
             elif first or len(self._items) >= hub_settings.FLUSH_MAX_EVENTS:
                 # The writer sleeps until there is something to write, then until it is due.
                 self._cond.notify_all()
+        return True
 
     def pending(self) -> int:
         """How many items are queued or being written."""
@@ -138,6 +159,16 @@ class WriteBuffer(Generic[T]):
         with self._cond:
             idle_until = time.monotonic() + IDLE_SECONDS
             while not self._items:
+                retry_in = self.journal.retry_in() if self.journal is not None else None
+                if retry_in is not None:
+                    # Segments kept through a database outage: try them again in time, even
+                    # when no new event comes.
+                    if retry_in <= 0:
+                        self._segment = None  # No new events: only the kept segments.
+                        self._busy = True
+                        return []
+                    self._cond.wait(retry_in)
+                    continue
                 remaining = idle_until - time.monotonic()
                 if remaining <= 0:
                     self._thread = None
@@ -149,6 +180,8 @@ class WriteBuffer(Generic[T]):
                     break
                 self._cond.wait(wait)
             batch, self._items = self._items, []
+            # The segment holding exactly this batch: appends happen under the same lock.
+            self._segment = self.journal.rotate() if self.journal is not None else None
             self._busy = True
             self._cond.notify_all()  # Receivers waiting for room (see add()).
             return batch
@@ -157,7 +190,13 @@ class WriteBuffer(Generic[T]):
         try:
             while (batch := self._next_batch()) is not None:
                 try:
-                    self._sink(batch)
+                    # Held around the write: a pool process forked meanwhile would inherit
+                    # SQLite's lock state half-taken (see locking.fork_guard).
+                    with fork_guard():
+                        if self.journal is not None:
+                            self._sink(batch, self._segment)
+                        else:
+                            self._sink(batch)
                 except Exception:
                     logger.exception("tasks-hub could not write a batch of %d events", len(batch))
                 finally:
@@ -185,8 +224,6 @@ def flush(timeout: float = 10.0) -> bool:
     returns; call this where the next line needs them (a script that publishes then reads the
     rows, a test). ``False`` if ``timeout`` ran out first.
     """
-    from django_tasks_hub.background import background
-
     done = background.flush(timeout)
     return flush_all(timeout) and done
 
