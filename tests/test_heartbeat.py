@@ -88,7 +88,7 @@ def test_reconcile_with_the_defaults_marks_a_killed_worker_lost_30s_after(
 
 
 def test_acknowledged_but_never_started_ends_lost_reserved_stays_pending(
-    subprocess_worker: Any,
+    subprocess_worker: Any, tmp_path: Any
 ) -> None:
     """The worker acknowledges a message when its pool accepts the task; that message is never
     delivered again. One it only reserved (prefetched) still is. The main process's heartbeat
@@ -96,9 +96,18 @@ def test_acknowledged_but_never_started_ends_lost_reserved_stays_pending(
 
     The start of the accepted task is held in the pool process's write-behind buffer (a long
     flush interval), so it dies with the worker: the run was acknowledged and never started.
+    The worker keeps its journal in a folder of its own, as on another host: reconcile here
+    cannot replay it. (With a shared folder, reconcile would first write the journaled start,
+    and then judge a started run on a silent worker: a race between the journal's append and
+    the kill that made this test fail now and then.)
     """
     q = queue_name()
-    settings = {"WRITE_BEHIND": True, "FLUSH_INTERVAL": 60, "WORKER_HEARTBEAT_SECONDS": 1}
+    settings = {
+        "WRITE_BEHIND": True,
+        "FLUSH_INTERVAL": 60,
+        "WORKER_HEARTBEAT_SECONDS": 1,
+        "JOURNAL_DIR": str(tmp_path / "another-host"),
+    }
     w = subprocess_worker(
         "-Q", q, "-n", f"{q}@%h", "-P", "prefork", "-c", "1",
         env={"TASKS_HUB_JSON": json.dumps(settings)},
