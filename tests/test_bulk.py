@@ -23,6 +23,9 @@ from tests.conftest import wait_for
 
 #: A queue no worker reads: the restarted tasks wait there, so only the job itself runs.
 SINK = "tasks-hub-bulk-sink"
+#: The queue a test's own subprocess worker reads, so the job runs there and nowhere else (the
+#: in-process session worker, once an earlier test started it, also reads "celery").
+JOB_QUEUE = "tasks-hub-bulk-jobs"
 
 
 def make_tasks(count: int, status: str = TaskStatus.FAILED, name: str = "demo.fail") -> list[Task]:
@@ -79,6 +82,24 @@ def sink() -> Any:
     purge_sink()
     yield SINK
     purge_sink()
+
+
+@pytest.fixture
+def job_queue() -> Any:
+    """Route the hub's bulk task to :data:`JOB_QUEUE`, as a project's ``task_routes`` would.
+
+    The app builds its router once and keeps it, so the route goes in that router's table for
+    the test, and the table it had is put back after it.
+    """
+    from celery.app.routes import MapRoute
+
+    router = celery_app.amqp.router
+    before = router.routes
+    router.routes = (MapRoute({services.BULK_TASK_NAME: {"queue": JOB_QUEUE}}), *before)
+    try:
+        yield JOB_QUEUE
+    finally:
+        router.routes = before
 
 
 # -- the filter -------------------------------------------------------------------------------
@@ -225,11 +246,14 @@ def test_restart_by_filter_of_2000_failed_tasks_runs_in_the_background_each_once
 @pytest.mark.worker
 @pytest.mark.timeout(300)
 def test_killing_the_jobs_worker_mid_way_and_resuming_restarts_none_twice(
-    subprocess_worker: Any, sink: str
+    subprocess_worker: Any, sink: str, job_queue: str, session_worker: Any
 ) -> None:
     make_tasks(600)
     env = {"TASKS_HUB_JSON": json.dumps({"BULK_CHUNK_SIZE": 20, "BULK_LEASE_SECONDS": 2})}
-    first = subprocess_worker("--pool=solo", "-Q", "celery", env=env)
+    # Only the worker killed below may run the job: were another one to take it, the job
+    # would go on and never stall. The session worker runs beside it on "celery", as it does
+    # whenever an earlier test started it, so the test shows the route keeps the job apart.
+    first = subprocess_worker("--pool=solo", "-Q", job_queue, env=env)
     job = services.start_bulk("restart", {"status": ["failed"]})
     wait_for(
         lambda: BulkJob.objects.filter(pk=job.pk, processed__gte=100).exists(),
@@ -243,7 +267,7 @@ def test_killing_the_jobs_worker_mid_way_and_resuming_restarts_none_twice(
     restarted_before = restarts_per_task()[1]
     # Its lease runs out; a resume sends it to a new worker, which goes on from the cursor.
     wait_for(lambda: BulkJob.objects.get(pk=job.pk).is_stalled(), timeout=30, what="stall")
-    subprocess_worker("--pool=solo", "-Q", "celery", env=env)
+    subprocess_worker("--pool=solo", "-Q", job_queue, env=env)
     services.resume_bulk(job.pk)
     job = wait_for(
         lambda: BulkJob.objects.filter(pk=job.pk, status=BulkJobStatus.DONE).first(),
