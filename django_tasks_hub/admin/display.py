@@ -95,14 +95,23 @@ def short_time(value: datetime.datetime | None) -> SafeString | str:
         return EMPTY
     local = timezone.localtime(value)
     today = timezone.localdate()
-    if local.date() == today:
-        text = local.strftime("%H:%M:%S")
-    elif local.year == today.year:
-        text = formats.date_format(local, "M j, H:i:s")
-    else:
-        text = formats.date_format(local, "Y-m-d H:i:s")
+    clock = local.strftime("%H:%M:%S")
     full = local.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
-    return format_html('<time datetime="{}" title="{}">{}</time>', local.isoformat(), full, text)
+    if local.date() == today:
+        return format_html(
+            '<time datetime="{}" title="{}">{}</time>', local.isoformat(), full, clock
+        )
+    day = formats.date_format(local, "M j," if local.year == today.year else "Y-m-d")
+    # The day and the time may go on two lines (each whole): a column of "Dec 2, 23:59:59"
+    # kept on one line is what pushed a list's last column out of its box at 1400 px.
+    return format_html(
+        '<time datetime="{}" title="{}"><span class="th-nowrap">{}</span> '
+        '<span class="th-nowrap">{}</span></time>',
+        local.isoformat(),
+        full,
+        day,
+        clock,
+    )
 
 
 def warning_badges(warnings: list[dict[str, str]]) -> SafeString | str:

@@ -34,6 +34,12 @@ def _rows() -> None:
     for i in range(21):
         status = statuses[i % len(statuses)]
         start = now - datetime.timedelta(minutes=i * 7, seconds=i)
+        # Days other than today, whatever the clock says when the test runs: "Dec 2, 23:59:59"
+        # and "2025-10-28 23:59:59" are wider than a time of today.
+        if i % 3 == 1:
+            start -= datetime.timedelta(days=1)
+        elif i % 5 == 2:
+            start -= datetime.timedelta(days=400)
         ended = status in ("done", "failed", "canceled", "lost")
         broker_id = str(uuid.uuid4())
         task = Task.objects.create(
