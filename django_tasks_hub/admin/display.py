@@ -55,7 +55,8 @@ def preformatted(text: str, css: str) -> SafeString | str:
 
 
 def duration(seconds: float | None) -> str:
-    """A duration for people: ``850 ms``, ``12.4 s``, ``3 min 20 s``, ``2 h 5 min``."""
+    """A duration for people: ``850 ms``, ``12.4 s``, ``3 min 20 s``, ``2 h 5 min``,
+    ``3 d 4 h``."""
     if seconds is None:
         return EMPTY
     if seconds < 1:
@@ -66,7 +67,12 @@ def duration(seconds: float | None) -> str:
     if minutes < 60:
         return f"{minutes} min {secs} s"
     hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min"
+    # Up to two days in hours ("36 h 10 min" reads better than "1 d 12 h"), then in days: a
+    # task stuck for weeks reads "400 d 3 h", not "9603 h 14 min".
+    if hours < 48:
+        return f"{hours} h {minutes} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h"
 
 
 #: A run shorter than this shows its times to the millisecond (its start and end would

@@ -148,3 +148,20 @@ def test_task_page_cancel_asks_first_and_has_no_empty_history_link(client, super
     assert 'data-th-confirm="Cancel this task?' in text
     assert "django_tasks_hub/confirm.js" in text
     assert "/history/" not in text
+
+
+def test_a_run_stuck_for_weeks_reads_in_days(client, superuser, make_task):
+    now = timezone.now()
+    make_task(
+        "demo.long",
+        "canceled",
+        started_at=now - datetime.timedelta(days=400, hours=3, minutes=14),
+        finished_at=now,
+    )
+    client.force_login(superuser)
+    runs = client.get(RUNS).text
+    assert re.search(r'<td class="field-runtime_display">400 d 3 h</td>', runs), runs[-3000:]
+    # Up to two days the hours read better than a day and some hours.
+    from django_tasks_hub.admin.display import duration
+
+    assert duration(36 * 3600 + 600) == "36 h 10 min"
