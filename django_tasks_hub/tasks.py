@@ -8,6 +8,7 @@ from typing import Any
 from celery import shared_task
 
 from django_tasks_hub import services
+from django_tasks_hub.models import BulkJob
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,11 @@ def run_bulk_job(self: Any, job_id: int) -> dict[str, Any]:
     """Run bulk job ``job_id`` (see :func:`services.run_bulk`); return its counts."""
     try:
         job = services.run_bulk(job_id)
+    except BulkJob.DoesNotExist:
+        # Deleted (in the admin, or with its tables) before a worker took it: a retry would
+        # find it no more than this attempt did.
+        logger.warning("tasks-hub bulk job #%s no longer exists; nothing to do", job_id)
+        return {"job": job_id, "status": "deleted"}
     except Exception as exc:
         logger.warning("tasks-hub bulk job #%s failed, retrying: %s", job_id, exc)
         raise self.retry(exc=exc) from exc

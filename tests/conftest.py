@@ -9,6 +9,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -314,6 +315,52 @@ def subprocess_worker(transactional_db: Any) -> Iterator[Callable[..., Subproces
     for w in started:
         w.stop()
     flush(timeout=10)
+
+
+@contextmanager
+def bulk_jobs_routed_to(queue: str) -> Iterator[str]:
+    """Send the hub's bulk task to ``queue``, as a project's ``task_routes`` would.
+
+    The in-process session worker reads ``celery`` for the whole run: a job sent there by a
+    test that does not wait for it would run during a later test, after its row was flushed.
+    The app builds its router once and keeps it, so the route goes in that router's table and
+    the table it had is put back after.
+    """
+    from celery.app.routes import MapRoute
+
+    from django_tasks_hub.services import BULK_TASK_NAME
+
+    router = celery_app.amqp.router
+    before = router.routes
+    router.routes = (MapRoute({BULK_TASK_NAME: {"queue": queue}}), *before)
+    try:
+        yield queue
+    finally:
+        router.routes = before
+
+
+def purge_queue(name: str) -> None:
+    """Empty queue ``name``, declaring it first (RabbitMQ refuses to purge a missing queue)."""
+    from kombu import Queue
+
+    with celery_app.connection_for_write() as conn:
+        queue = Queue(name).bind(conn.default_channel)
+        queue.declare()
+        queue.purge()
+
+
+#: A queue no worker reads: the bulk jobs a test sends but does not run wait there.
+PARKED_BULK_QUEUE = "tasks-hub-bulk-parked"
+
+
+@pytest.fixture
+def parked_bulk_jobs() -> Iterator[str]:
+    """Bulk jobs sent in the background stay in a queue no worker reads, emptied after."""
+    with bulk_jobs_routed_to(PARKED_BULK_QUEUE) as queue:
+        try:
+            yield queue
+        finally:
+            purge_queue(queue)
 
 
 # -- the lifecycle signals of one task, sent as a publisher and a worker send them ----------

@@ -17,9 +17,8 @@ from django_tasks_hub import services
 from django_tasks_hub.exceptions import BulkFilterError, BulkJobNotResumable
 from django_tasks_hub.models import BulkJob, BulkJobItem, BulkJobStatus, Task, TaskRun
 from django_tasks_hub.states import RunTrigger, TaskStatus
-from testproject.celery import app as celery_app
 from tests.api.conftest import make_user
-from tests.conftest import wait_for
+from tests.conftest import bulk_jobs_routed_to, purge_queue, wait_for
 
 #: A queue no worker reads: the restarted tasks wait there, so only the job itself runs.
 SINK = "tasks-hub-bulk-sink"
@@ -68,13 +67,7 @@ def restarts_per_task(names: str = "demo.fail") -> Counter[int]:
 
 
 def purge_sink() -> None:
-    """Empty the sink queue, declaring it first (RabbitMQ refuses to purge a missing queue)."""
-    from kombu import Queue
-
-    with celery_app.connection_for_write() as conn:
-        queue = Queue(SINK).bind(conn.default_channel)
-        queue.declare()
-        queue.purge()
+    purge_queue(SINK)
 
 
 @pytest.fixture
@@ -86,20 +79,12 @@ def sink() -> Any:
 
 @pytest.fixture
 def job_queue() -> Any:
-    """Route the hub's bulk task to :data:`JOB_QUEUE`, as a project's ``task_routes`` would.
-
-    The app builds its router once and keeps it, so the route goes in that router's table for
-    the test, and the table it had is put back after it.
-    """
-    from celery.app.routes import MapRoute
-
-    router = celery_app.amqp.router
-    before = router.routes
-    router.routes = (MapRoute({services.BULK_TASK_NAME: {"queue": JOB_QUEUE}}), *before)
-    try:
-        yield JOB_QUEUE
-    finally:
-        router.routes = before
+    """The hub's bulk task goes to :data:`JOB_QUEUE`, which the test's own worker reads."""
+    with bulk_jobs_routed_to(JOB_QUEUE) as queue:
+        try:
+            yield queue
+        finally:
+            purge_queue(queue)
 
 
 # -- the filter -------------------------------------------------------------------------------
@@ -217,6 +202,19 @@ def test_a_job_held_by_a_live_runner_is_not_resumed_nor_run_twice(sink: str) -> 
     assert restarts_per_task() == Counter({1: 3, 0: 0})
     with pytest.raises(BulkJobNotResumable, match="done"):
         services.resume_bulk(job)
+
+
+@pytest.mark.django_db
+def test_a_job_deleted_before_a_worker_took_it_ends_without_retrying() -> None:
+    from django_tasks_hub.tasks import run_bulk_job
+
+    gone = BulkJob.objects.create(action="restart", filters={"status": ["failed"]}, total=1)
+    gone.delete()
+    result = run_bulk_job.apply(args=[gone.pk])
+    # Retrying would find the job no more than this attempt did (before: five retries, 5 s
+    # apart, each "BulkJob matching query does not exist").
+    assert result.state == "SUCCESS", result.traceback
+    assert result.result == {"job": gone.pk, "status": "deleted"}
 
 
 # -- in the background, with real workers -----------------------------------------------------

@@ -82,7 +82,9 @@ def test_confirming_restarts_each_matching_task_and_shows_the_job(ops: Client) -
 
 
 @override_settings(TASKS_HUB={"BULK_INLINE_MAX": 3})
-def test_a_large_set_goes_to_the_background_and_its_page_says_so(ops: Client) -> None:
+def test_a_large_set_goes_to_the_background_and_its_page_says_so(
+    ops: Client, parked_bulk_jobs: str
+) -> None:
     make_tasks(5)
     confirm = ops.get(f"{LIST}bulk/restart/?status=failed").content.decode()
     assert "runs in the background" in confirm

@@ -52,7 +52,9 @@ def test_filters_may_come_in_the_body(bulk_client: Any) -> None:
 
 
 @override_settings(TASKS_HUB={"BULK_INLINE_MAX": 2})
-def test_a_larger_set_answers_202_with_a_link_to_the_jobs_progress(bulk_client: Any) -> None:
+def test_a_larger_set_answers_202_with_a_link_to_the_jobs_progress(
+    bulk_client: Any, parked_bulk_jobs: str
+) -> None:
     make_tasks(3)
     response = post(bulk_client, "/api/tasks/restart/", {"status": "failed"})
     assert response.status_code == 202, response.content
