@@ -59,7 +59,9 @@ def origin(stack: list[traceback.FrameSummary]) -> traceback.FrameSummary | None
         path = Path(frame.filename)
         if path == Path(__file__) or ROOT not in path.parents:
             continue
-        if ".venv" in path.parts:
+        # Installed packages, in whichever venv (``.venv``, ``.venv-django6``) sits in the
+        # project: Django's own frames are not a writer of the package.
+        if "site-packages" in path.parts or any(p.startswith(".venv") for p in path.parts):
             continue
         return frame
     return None
