@@ -319,7 +319,8 @@ def subprocess_worker(transactional_db: Any) -> Iterator[Callable[..., Subproces
 
 @contextmanager
 def bulk_jobs_routed_to(queue: str) -> Iterator[str]:
-    """Send the hub's bulk task to ``queue``, as a project's ``task_routes`` would.
+    """Send the hub's bulk task to ``queue``, as a project's ``task_routes`` would; empty the
+    queue at the end.
 
     The in-process session worker reads ``celery`` for the whole run: a job sent there by a
     test that does not wait for it would run during a later test, after its row was flushed.
@@ -337,6 +338,7 @@ def bulk_jobs_routed_to(queue: str) -> Iterator[str]:
         yield queue
     finally:
         router.routes = before
+        purge_queue(queue)
 
 
 def purge_queue(name: str) -> None:
@@ -357,10 +359,7 @@ PARKED_BULK_QUEUE = "tasks-hub-bulk-parked"
 def parked_bulk_jobs() -> Iterator[str]:
     """Bulk jobs sent in the background stay in a queue no worker reads, emptied after."""
     with bulk_jobs_routed_to(PARKED_BULK_QUEUE) as queue:
-        try:
-            yield queue
-        finally:
-            purge_queue(queue)
+        yield queue
 
 
 # -- the lifecycle signals of one task, sent as a publisher and a worker send them ----------

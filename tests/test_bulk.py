@@ -81,10 +81,7 @@ def sink() -> Any:
 def job_queue() -> Any:
     """The hub's bulk task goes to :data:`JOB_QUEUE`, which the test's own worker reads."""
     with bulk_jobs_routed_to(JOB_QUEUE) as queue:
-        try:
-            yield queue
-        finally:
-            purge_queue(queue)
+        yield queue
 
 
 # -- the filter -------------------------------------------------------------------------------
