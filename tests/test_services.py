@@ -26,8 +26,8 @@ from django_tasks_hub.models import Task, TaskRun
 from testproject import tasks
 from testproject.celery import app as celery_app
 from testproject.models import ReportTask
-from tests.api.conftest import dead_broker_app, make_user, purge_queue
-from tests.conftest import wait_for, wait_status
+from tests.api.conftest import dead_broker_app, make_user
+from tests.conftest import purge_queue, wait_for, wait_status
 
 QUEUE = "tasks-hub-services-tests"
 

@@ -17,7 +17,7 @@ from django.utils import timezone
 from django_tasks_hub.models import Task, TaskRun
 from django_tasks_hub.states import TERMINAL_STATUSES, RunTrigger
 from testproject import tasks as demo_tasks
-from testproject.celery import app as celery_app
+from tests.conftest import purge_queue
 
 # A restart sends the task by its registered name: the demo tasks must be registered here.
 assert demo_tasks.add.name == "demo.add"
@@ -149,10 +149,3 @@ def api_queue() -> Iterator[str]:
     """The queue restarted test tasks go to; emptied at the end so no message is left."""
     yield API_TEST_QUEUE
     purge_queue(API_TEST_QUEUE)
-
-
-def purge_queue(name: str) -> None:
-    from kombu import Queue
-
-    with celery_app.connection_for_write() as conn:
-        Queue(name).bind(conn.default_channel).purge()
