@@ -38,9 +38,12 @@ def test_shrinking_a_pool_is_seen_on_the_workers_page(
 ) -> None:
     out = _out(tmp_path, hub)
     worker = hub.start("-c", "3", pool="prefork")
-    hub.start()  # A threads worker: the page says why its pool cannot be resized.
     running = hub.send(steps=300, delay=0.1)[0]
     wait_status(running, TaskStatus.PROCESSING, timeout=PATIENCE)
+    # A threads worker on the same queue, started only once the prefork worker holds the
+    # task (when both were up, CI saw the threads worker take it): the page says why its
+    # pool cannot be resized.
+    hub.start()
     page.set_viewport_size(WIDE)
     login(page, admin_user, "/admin/django_tasks_hub/worker/")
     row = page.locator(f'tr[data-hostname="{worker.hostname}"]')
