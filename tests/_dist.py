@@ -22,8 +22,8 @@ PACKAGE = "django_tasks_hub"
 
 #: Why the packaging and newcomer tests run in one pass only.
 SQLITE_ONLY_REASON = (
-    "runs in the SQLite pass only: it builds the package in a tmp dir and needs neither this "
-    "pass's PostgreSQL nor its Redis (the newcomer project has its own SQLite and broker folder)"
+    "runs in the SQLite pass only: it builds the package in a tmp dir with a project of its own, "
+    "so once is enough (the newcomer test reaches the README's Redis itself)"
 )
 
 
